@@ -1,0 +1,1 @@
+"""Corpus synthesis, model definition, training, ONNX export (needs the [train] extra)."""

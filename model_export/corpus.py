@@ -1,0 +1,127 @@
+"""Build the synthetic speech corpus as NeMo-style JSON-lines manifests.
+
+    python -m model_export.corpus --out data/corpus --train-utts 14000 --dev-utts 500
+
+Writes `<out>/wav/<id>.wav` (16 kHz, 16-bit) and `<out>/train.jsonl`, `<out>/dev.jsonl`
+with `audio_filepath`, `duration` (s), `text`, plus `voice` and `augment` tags.
+Train and dev differ in voices and in sentences. Re-running resumes: utterances
+already in a manifest are skipped, so a killed build loses at most in-flight work.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import multiprocessing as mp
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+from tqdm import tqdm
+
+from model_export import augment, text, voices
+
+log = logging.getLogger(__name__)
+SR = 16000
+
+
+@dataclass(frozen=True)
+class Job:
+    uid: str
+    split: str
+    voice: voices.Voice
+    text: str
+    seed: int
+
+
+def plan_jobs(n_train: int, n_dev: int, seed: int) -> list[Job]:
+    """Deterministic job list: the same arguments always give the same corpus."""
+    sentences = text.build_sentences(seed)
+    n_dev_text = max(n_dev * 2, len(sentences) // 50)
+    dev_text, train_text = sentences[:n_dev_text], sentences[n_dev_text:]
+    rng = random.Random(seed)
+    jobs = []
+    for split, count, pool in (("train", n_train, train_text), ("dev", n_dev, dev_text)):
+        vs = [v for v in voices.all_voices() if v.split == split]
+        picked = rng.choices(vs, weights=[v.weight for v in vs], k=count)
+        for i, voice in enumerate(picked):
+            jobs.append(Job(f"{split}-{i:06d}", split, voice, pool[i % len(pool)], rng.randrange(2**31)))
+    return jobs
+
+
+_BABBLE: list[np.ndarray] = []  # per worker process: recent utterances reused as babble noise
+
+
+def run_job(job: Job, out_dir: str) -> dict:
+    rng = random.Random(job.seed)
+    audio, sr = voices.synthesize(job.voice, job.text, rng)
+    if sr != SR:
+        audio = soxr.resample(audio, sr, SR).astype(np.float32)
+    clean = audio
+    audio, tag = augment.augment(audio, rng, _BABBLE)
+    _BABBLE.append(clean)
+    del _BABBLE[:-20]
+    path = Path(out_dir) / "wav" / f"{job.uid}.wav"
+    tmp = path.with_suffix(".tmp.wav")
+    sf.write(tmp, audio, SR, subtype="PCM_16")
+    os.replace(tmp, path)  # atomic: a killed build never leaves a half-written file
+    return {"audio_filepath": str(path.resolve()), "duration": round(len(audio) / SR, 3),
+            "text": job.text, "voice": job.voice.id, "augment": tag, "uid": job.uid}
+
+
+def _run_job_star(args: tuple[Job, str]) -> dict:
+    return run_job(*args)
+
+
+def done_ids(manifest: Path) -> set[str]:
+    if not manifest.exists():
+        return set()
+    ids = set()
+    for line in manifest.read_text().splitlines():
+        try:
+            ids.add(json.loads(line)["uid"])
+        except (json.JSONDecodeError, KeyError):
+            continue  # a torn last line from a killed run: redo that utterance
+    return ids
+
+
+def build(out: Path, n_train: int, n_dev: int, workers: int, seed: int) -> None:
+    (out / "wav").mkdir(parents=True, exist_ok=True)
+    jobs = plan_jobs(n_train, n_dev, seed)
+    manifests = {s: out / f"{s}.jsonl" for s in ("train", "dev")}
+    finished = done_ids(manifests["train"]) | done_ids(manifests["dev"])
+    todo = [j for j in jobs if j.uid not in finished]
+    log.info("corpus: %d planned, %d done, %d to synthesize", len(jobs), len(finished), len(todo))
+    files = {s: open(p, "a") for s, p in manifests.items()}
+    try:
+        with mp.Pool(workers) as pool:
+            hours = 0.0
+            bar = tqdm(pool.imap_unordered(_run_job_star, [(j, str(out)) for j in todo], chunksize=8),
+                       total=len(todo), unit="utt", mininterval=10)
+            for row in bar:
+                files[row["uid"].split("-")[0]].write(json.dumps(row) + "\n")
+                hours += row["duration"] / 3600
+                bar.set_postfix(hours=f"{hours:.2f}", refresh=False)
+    finally:
+        for f in files.values():
+            f.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("data/corpus"))
+    parser.add_argument("--train-utts", type=int, default=14000)
+    parser.add_argument("--dev-utts", type=int, default=500)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--seed", type=int, default=1234)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    build(args.out, args.train_utts, args.dev_utts, args.workers, args.seed)
+
+
+if __name__ == "__main__":
+    main()

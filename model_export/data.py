@@ -1,0 +1,139 @@
+"""Training data: manifests in, cached log-mel features and token ids out, length-bucketed batches.
+
+Accepted inputs:
+- NeMo-style JSON lines: {"audio_filepath": ..., "duration": ..., "text": ...}
+- a Kaldi data directory holding `wav.scp` (id -> path) and `text` (id -> transcript);
+  wav.scp entries must be plain file paths (no pipes).
+Transcripts go through the corpus normalizer, so real data with digits works too.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing as mp
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+import torch
+
+from model_export.text import normalize
+from service.pipeline.features import FeatureConfig, compute_features
+from service.pipeline.tokenizer import CharTokenizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Utterance:
+    path: str
+    text: str
+    duration: float
+
+
+def read_manifest(path: Path) -> list[Utterance]:
+    """JSON-lines manifest file, or a Kaldi data directory (wav.scp + text)."""
+    if path.is_dir():
+        wavs = dict(line.split(maxsplit=1) for line in (path / "wav.scp").read_text().splitlines() if line.strip())
+        texts = dict(line.split(maxsplit=1) for line in (path / "text").read_text().splitlines()
+                     if len(line.split(maxsplit=1)) == 2)
+        out = []
+        for uid, wav in wavs.items():
+            if uid in texts:
+                info = sf.info(wav.strip())
+                out.append(Utterance(wav.strip(), normalize(texts[uid]), info.duration))
+        return out
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [Utterance(r["audio_filepath"], normalize(r["text"]), float(r["duration"])) for r in rows]
+
+
+def load_audio(path: str, sample_rate: int = 16000) -> np.ndarray:
+    """Any soundfile-readable file -> (N,) float32 mono at `sample_rate`."""
+    audio, sr = sf.read(path, dtype="float32", always_2d=True)
+    audio = audio.mean(axis=1)
+    if sr != sample_rate:
+        audio = soxr.resample(audio, sr, sample_rate)
+    return audio.astype(np.float32)
+
+
+def _featurize(path: str) -> np.ndarray:
+    return compute_features(load_audio(path)).astype(np.float16)
+
+
+class FeatureSet:
+    """Features (float16, 58 MB per hour) and token ids for every utterance, cached on disk."""
+
+    def __init__(self, utts: list[Utterance], tokenizer: CharTokenizer, cache: Path | None, workers: int) -> None:
+        self.utts = utts
+        self.tokens = [tokenizer.encode(u.text) for u in utts]
+        if cache is not None and cache.exists():
+            data = np.load(cache)
+            flat, offsets = data["feats"], data["offsets"]
+            log.info("features: loaded %s", cache)
+        else:
+            with mp.Pool(workers) as pool:
+                feats = pool.map(_featurize, [u.path for u in utts], chunksize=16)
+            offsets = np.cumsum([0] + [len(f) for f in feats])
+            flat = np.concatenate(feats)
+            if cache is not None:
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                np.savez(cache, feats=flat, offsets=offsets)
+        self.feats = [flat[offsets[i]:offsets[i + 1]] for i in range(len(utts))]
+
+    def __len__(self) -> int:
+        return len(self.utts)
+
+    def stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """Global per-bin mean and 1/std over (a sample of) the frames."""
+        sample = np.concatenate(self.feats[:: max(1, len(self.feats) // 2000)]).astype(np.float64)
+        return sample.mean(axis=0), 1.0 / np.maximum(sample.std(axis=0), 1e-3)
+
+
+def make_batches(lengths: list[int], max_frames: int, rng: random.Random, sort: bool) -> list[list[int]]:
+    """Length-bucketed batches of at most `max_frames` padded feature frames.
+
+    `sort` keeps short-to-long order (curriculum); otherwise batch order is shuffled.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], rng.random()))
+    batches, current, longest = [], [], 0
+    for i in order:
+        longest_if_added = max(longest, lengths[i])
+        if current and longest_if_added * (len(current) + 1) > max_frames:
+            batches.append(current)
+            current, longest_if_added = [], lengths[i]
+        current.append(i)
+        longest = longest_if_added
+    if current:
+        batches.append(current)
+    if not sort:
+        rng.shuffle(batches)
+    return batches
+
+
+@dataclass
+class Batch:
+    feats: torch.Tensor  # (B, T, 80), T a multiple of the subsampling factor
+    feat_lens: torch.Tensor  # (B,)
+    targets: torch.Tensor  # (B, U) token ids, padded with -1
+    target_lens: torch.Tensor  # (B,)
+
+
+def collate(fs: FeatureSet, idx: list[int], subsampling: int) -> Batch:
+    feats = [torch.from_numpy(fs.feats[i].astype(np.float32)) for i in idx]
+    lens = torch.tensor([len(f) for f in feats])
+    t_max = int(-(-lens.max() // subsampling) * subsampling)
+    padded = torch.zeros(len(idx), t_max, feats[0].shape[1])
+    for b, f in enumerate(feats):
+        padded[b, : len(f)] = f
+    toks = [fs.tokens[i] for i in idx]
+    tlens = torch.tensor([len(t) for t in toks])
+    targets = torch.full((len(idx), int(tlens.max())), -1, dtype=torch.long)
+    for b, t in enumerate(toks):
+        targets[b, : len(t)] = torch.tensor(t, dtype=torch.long)
+    return Batch(padded, lens, targets, tlens)
+
+
+FEATURES = FeatureConfig()

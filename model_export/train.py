@@ -1,0 +1,298 @@
+"""Train the attention encoder-decoder; resumable at any point.
+
+    python -m model_export.train --train data/corpus/train.jsonl --dev data/corpus/dev.jsonl \
+        --out runs/default --steps 6000 --window-from 5000
+
+Phase 1 (steps < --window-from): full attention, with a guided-attention (diagonal)
+loss and a higher CTC weight early so attention locks onto the audio. Phase 2: the
+decoder is fine-tuned with the inference window of DESIGN §3, so training and
+decoding agree. A checkpoint is written every --ckpt-every steps (atomically) and a
+rerun of the same command resumes from the newest one. At the end the last
+--average checkpoints are averaged into `final.pt`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import random
+import time
+from pathlib import Path
+
+import jiwer
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from model_export.data import Batch, FeatureSet, collate, make_batches, read_manifest
+from model_export.model import MASK_VALUE, AttentionModel, ModelConfig
+from service.pipeline.tokenizer import CharTokenizer
+
+log = logging.getLogger("train")
+
+SIZES = {
+    "default": {},
+    "tiny": dict(conv_channels=32, enc_layers=1, enc_hidden=48, att_dim=32, dec_hidden=48, emb_dim=16,
+                 loc_channels=4, loc_kernel=5),
+}
+
+
+def lr_at(step: int, args: argparse.Namespace) -> float:
+    if step < args.warmup:
+        return args.lr * (step + 1) / args.warmup
+    progress = min(1.0, (step - args.warmup) / max(1, args.steps - args.warmup))
+    return args.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def ctc_weight_at(step: int, args: argparse.Namespace) -> float:
+    # CTC carries the encoder while attention has not aligned yet (DATA.md lessons).
+    return 0.5 if step < args.ctc_high_until else 0.3
+
+
+def guided_weight_at(step: int, args: argparse.Namespace) -> float:
+    return args.guided_weight * max(0.0, 1.0 - step / max(1, args.guided_until))
+
+
+def guided_attention_loss(att: torch.Tensor, enc_lens: torch.Tensor, out_lens: torch.Tensor,
+                          sigma: float = 0.25) -> torch.Tensor:
+    """Penalty for attention far from the diagonal (Tachibana et al. 2017).
+
+    att (B, U, T); enc_lens (B,) valid frames; out_lens (B,) valid decoder steps.
+    """
+    _, u_max, t_max = att.shape
+    u = torch.arange(u_max, device=att.device).view(1, -1, 1) / out_lens.view(-1, 1, 1)
+    t = torch.arange(t_max, device=att.device).view(1, 1, -1) / enc_lens.view(-1, 1, 1)
+    weight = 1.0 - torch.exp(-((t - u) ** 2) / (2 * sigma**2))
+    valid = (torch.arange(u_max, device=att.device).view(1, -1) < out_lens.view(-1, 1)).float()
+    return ((att * weight).sum(-1) * valid).sum() / valid.sum()
+
+
+def spec_augment(feats: torch.Tensor, lens: torch.Tensor, mean: torch.Tensor, rng: random.Random) -> torch.Tensor:
+    """Two frequency masks (<= 15 bins) and up to two time masks (<= 5% of length each)."""
+    feats = feats.clone()
+    for b in range(feats.shape[0]):
+        for _ in range(2):
+            width = rng.randint(0, 15)
+            f0 = rng.randint(0, feats.shape[2] - width)
+            feats[b, :, f0:f0 + width] = mean[f0:f0 + width]
+        n = int(lens[b])
+        for _ in range(2):
+            width = rng.randint(0, max(1, n // 20))
+            t0 = rng.randint(0, max(0, n - width))
+            feats[b, t0:t0 + width] = mean
+    return feats
+
+
+def compute_loss(model: AttentionModel, batch: Batch, tok: CharTokenizer, step: int, args, windowed: bool,
+                 rng: random.Random) -> tuple[torch.Tensor, dict]:
+    sub = model.cfg.subsampling
+    feats = batch.feats
+    if args.spec_augment:
+        feats = spec_augment(feats, batch.feat_lens, model.encoder.feat_mean, rng)
+    enc = model.encoder(feats)
+    ctc_logp, keys = model.encoder.heads(enc)
+    enc_lens = torch.clamp(-(-batch.feat_lens // sub), max=enc.shape[1])
+    targets = batch.targets
+    ctc = F.ctc_loss(ctc_logp.transpose(0, 1), torch.clamp(targets, min=0), enc_lens, batch.target_lens,
+                     blank=tok.blank_id, reduction="sum", zero_infinity=True) / targets.shape[0]
+    bsz = targets.shape[0]
+    sos = torch.full((bsz, 1), tok.sos_id, dtype=torch.long)
+    tokens_in = torch.cat([sos, torch.clamp(targets, min=0)], dim=1)
+    tokens_out = torch.cat([targets, torch.full((bsz, 1), -1, dtype=torch.long)], dim=1)
+    tokens_out[torch.arange(bsz), batch.target_lens] = tok.eos_id
+    logp, att = model.teacher_forced(enc, keys, enc_lens, tokens_in, windowed)
+    att_ce = F.nll_loss(logp.reshape(-1, logp.shape[-1]), tokens_out.reshape(-1), ignore_index=-1,
+                        reduction="sum") / bsz
+    smooth = -(logp.mean(-1) * (tokens_out >= 0)).sum() / bsz  # label smoothing toward uniform
+    att_loss = (1 - args.label_smoothing) * att_ce + args.label_smoothing * smooth
+    cw, gw = ctc_weight_at(step, args), guided_weight_at(step, args)
+    loss = cw * ctc + (1 - cw) * att_loss
+    guided = torch.zeros(())
+    if gw > 0:
+        guided = guided_attention_loss(att, enc_lens.float(), (batch.target_lens + 1).float())
+        loss = loss + gw * guided * batch.target_lens.float().mean()
+    n_tok = float(batch.target_lens.sum() + bsz)
+    stats = {"ctc": float(ctc.detach()) * bsz / n_tok, "att_ce": float(att_ce.detach()) * bsz / n_tok, "guided": float(guided.detach())}
+    return loss / (n_tok / bsz), stats
+
+
+@torch.no_grad()
+def greedy_decode(model: AttentionModel, feats: torch.Tensor, lens: torch.Tensor, tok: CharTokenizer,
+                  max_tokens_per_frame: float = 1.5) -> list[list[int]]:
+    """Full-attention greedy decoding in PyTorch (training-time dev check only)."""
+    enc = model.encoder(feats)
+    _, keys = model.encoder.heads(enc)
+    enc_lens = torch.clamp(-(-lens // model.cfg.subsampling), max=enc.shape[1])
+    bsz, t_max, _ = enc.shape
+    mask = torch.where(torch.arange(t_max).unsqueeze(0) < enc_lens.unsqueeze(1), 0.0, MASK_VALUE)
+    state = model.decoder.init_state(bsz)
+    att = F.one_hot(torch.zeros(bsz, dtype=torch.long), t_max).float()
+    token = torch.full((bsz,), tok.sos_id, dtype=torch.long)
+    out: list[list[int]] = [[] for _ in range(bsz)]
+    done = torch.zeros(bsz, dtype=torch.bool)
+    for _ in range(int(t_max * max_tokens_per_frame) + 1):
+        logp, state, att = model.decoder.step(token, state, att, enc, keys, mask)
+        token = logp.argmax(-1)
+        for b in range(bsz):
+            if not done[b] and int(token[b]) != tok.eos_id:
+                out[b].append(int(token[b]))
+        done |= token == tok.eos_id
+        if bool(done.all()):
+            break
+    return out
+
+
+@torch.no_grad()
+def ctc_greedy(model: AttentionModel, feats: torch.Tensor, lens: torch.Tensor, tok: CharTokenizer) -> list[list[int]]:
+    enc = model.encoder(feats)
+    logp, _ = model.encoder.heads(enc)
+    enc_lens = -(-lens // model.cfg.subsampling)
+    out = []
+    for b, best in enumerate(logp.argmax(-1)):
+        ids, prev = [], -1
+        for t in best[: int(enc_lens[b])].tolist():
+            if t != prev and t != tok.blank_id:
+                ids.append(t)
+            prev = t
+        out.append(ids)
+    return out
+
+
+def evaluate(model: AttentionModel, dev: FeatureSet, tok: CharTokenizer, n: int) -> dict:
+    model.eval()
+    refs, att_hyps, ctc_hyps = [], [], []
+    idx = list(range(min(n, len(dev))))
+    for start in range(0, len(idx), 16):
+        batch = collate(dev, idx[start:start + 16], model.cfg.subsampling)
+        att_hyps += [tok.decode(h) for h in greedy_decode(model, batch.feats, batch.feat_lens, tok)]
+        ctc_hyps += [tok.decode(h) for h in ctc_greedy(model, batch.feats, batch.feat_lens, tok)]
+        refs += [dev.utts[i].text for i in idx[start:start + 16]]
+    model.train()
+    return {"dev_wer_att_full_greedy": jiwer.wer(refs, att_hyps), "dev_wer_ctc_greedy": jiwer.wer(refs, ctc_hyps),
+            "example_ref": refs[0], "example_hyp": att_hyps[0]}
+
+
+def save_checkpoint(path: Path, payload: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)  # a kill during save never leaves a torn checkpoint
+
+
+def average_checkpoints(paths: list[Path]) -> dict:
+    states = [torch.load(p, map_location="cpu", weights_only=False)["model"] for p in paths]
+    avg = {}
+    for k, v in states[0].items():
+        avg[k] = sum(s[k] for s in states) / len(states) if v.is_floating_point() else v
+    return avg
+
+
+def build_model(args, tok: CharTokenizer) -> AttentionModel:
+    cfg = ModelConfig(vocab=list(tok.vocab), window_back=args.window_back, window_size=args.window_size,
+                      **SIZES[args.size])
+    return AttentionModel(cfg)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--train", type=Path, required=True, help="JSON-lines manifest or Kaldi data dir")
+    p.add_argument("--dev", type=Path, required=True)
+    p.add_argument("--out", type=Path, default=Path("runs/default"))
+    p.add_argument("--size", choices=sorted(SIZES), default="default")
+    p.add_argument("--steps", type=int, default=6000)
+    p.add_argument("--window-from", type=int, default=5000, help="step where windowed fine-tuning starts")
+    p.add_argument("--window-back", type=int, default=4)
+    p.add_argument("--window-size", type=int, default=16)
+    p.add_argument("--max-frames", type=int, default=6000, help="padded feature frames per batch (10 ms each)")
+    p.add_argument("--lr", type=float, default=1.5e-3)
+    p.add_argument("--warmup", type=int, default=300)
+    p.add_argument("--ctc-high-until", type=int, default=2000)
+    p.add_argument("--guided-weight", type=float, default=1.0)
+    p.add_argument("--guided-until", type=int, default=3000)
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--no-spec-augment", dest="spec_augment", action="store_false")
+    p.add_argument("--ckpt-every", type=int, default=200)
+    p.add_argument("--average", type=int, default=5)
+    p.add_argument("--dev-utts", type=int, default=120)
+    p.add_argument("--eval-every", type=int, default=1000)
+    p.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2)))
+    p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2)))
+    p.add_argument("--seed", type=int, default=1)
+    return p.parse_args(argv)
+
+
+def train(args: argparse.Namespace) -> Path:
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    tok = CharTokenizer()
+    train_set = FeatureSet(read_manifest(args.train), tok, args.out / "cache" / "train_feats.npz", args.workers)
+    dev_set = FeatureSet(read_manifest(args.dev), tok, args.out / "cache" / "dev_feats.npz", args.workers)
+    model = build_model(args, tok)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-6)
+    step, epoch, pos = 0, 0, 0
+    ckpts = sorted(args.out.glob("ckpt-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
+    if ckpts:
+        state = torch.load(ckpts[-1], map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        step, epoch, pos = state["step"], state["epoch"], state["pos"]
+        log.info("resumed from %s (step %d, epoch %d, batch %d)", ckpts[-1], step, epoch, pos)
+    else:
+        mean, inv_std = train_set.stats()
+        model.encoder.feat_mean.copy_(torch.from_numpy(mean).float())
+        model.encoder.feat_inv_std.copy_(torch.from_numpy(inv_std).float())
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("model: %d parameters; train %d utts (%.1f h); dev %d utts", n_params, len(train_set),
+             sum(u.duration for u in train_set.utts) / 3600, len(dev_set))
+    lengths = [len(f) for f in train_set.feats]
+    model.train()
+    t0, audio_s = time.time(), 0.0
+    while step < args.steps:
+        rng = random.Random(args.seed * 1000 + epoch)
+        batches = make_batches(lengths, args.max_frames, rng, sort=(epoch == 0))
+        while pos < len(batches) and step < args.steps:
+            batch = collate(train_set, batches[pos], model.cfg.subsampling)
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, args)
+            loss, stats = compute_loss(model, batch, tok, step, args, step >= args.window_from, rng)
+            opt.zero_grad()
+            loss.backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            step, pos = step + 1, pos + 1
+            audio_s += float(batch.feat_lens.sum()) / 100
+            if step % 25 == 0:
+                el = time.time() - t0
+                log.info(json.dumps({"step": step, "epoch": epoch, "loss": round(float(loss), 4),
+                                     **{k: round(v, 4) for k, v in stats.items()}, "gnorm": round(float(gnorm), 2),
+                                     "lr": round(lr_at(step, args), 6), "audio_per_s": round(audio_s / el, 1),
+                                     "windowed": step > args.window_from}))
+            if step % args.ckpt_every == 0 or step == args.steps:
+                save_checkpoint(args.out / f"ckpt-{step}.pt", {"model": model.state_dict(), "opt": opt.state_dict(),
+                                "step": step, "epoch": epoch, "pos": pos, "config": model.cfg.to_json()})
+                for old in sorted(args.out.glob("ckpt-*.pt"), key=lambda p: int(p.stem.split("-")[1]))[:-args.average]:
+                    old.unlink()
+            if step % args.eval_every == 0:
+                log.info("eval step %d: %s", step, json.dumps(evaluate(model, dev_set, tok, args.dev_utts)))
+        if pos >= len(batches):
+            epoch, pos = epoch + 1, 0
+            log.info("epoch %d done: %s", epoch, json.dumps(evaluate(model, dev_set, tok, args.dev_utts)))
+    ckpts = sorted(args.out.glob("ckpt-*.pt"), key=lambda p: int(p.stem.split("-")[1]))[-args.average:]
+    model.load_state_dict(average_checkpoints(ckpts))
+    final = args.out / "final.pt"
+    save_checkpoint(final, {"model": model.state_dict(), "config": model.cfg.to_json(), "step": step,
+                            "averaged": [p.name for p in ckpts]})
+    log.info("averaged %s -> %s: %s", [p.name for p in ckpts], final,
+             json.dumps(evaluate(model, dev_set, tok, args.dev_utts)))
+    return final
+
+
+def main(argv=None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    train(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""Training and dev voices of the synthetic corpus, and how to run each engine.
+
+The split is by voice: no voice is in both train and dev. Voices reserved for the
+team's evaluation (pico2wave, festival/text2wave, flite `slt`, MBROLA `us2`) are
+never listed here and `check_not_reserved` refuses them.
+"""
+from __future__ import annotations
+
+import random
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+import numpy as np
+import soundfile as sf
+import io
+
+RESERVED = ("pico", "festival", "text2wave", "slt", "us2")
+
+_ESPEAK_TRAIN_LANGS = ["en", "en-us", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan",
+                       "en-gb-x-gbcwmd", "en-029"]
+_ESPEAK_DEV_LANGS = ["en-us-nyc"]
+_ESPEAK_VARIANTS = ["", "+m1", "+m2", "+m3", "+m4", "+m5", "+m6", "+m7", "+f1", "+f2",
+                    "+f3", "+f4", "+f5", "+klatt", "+klatt2", "+klatt4", "+david",
+                    "+edward", "+john", "+linda", "+steph", "+paul", "+robert", "+aunty"]
+
+
+@dataclass(frozen=True)
+class Voice:
+    """One synthesizer voice. `engine` is espeak, mbrola or flite."""
+
+    engine: str
+    name: str
+    split: str  # "train" or "dev"
+    weight: float  # relative share of utterances
+
+    @property
+    def id(self) -> str:
+        return f"{self.engine}:{self.name}"
+
+
+def check_not_reserved(name: str) -> None:
+    if any(r in name for r in RESERVED):
+        raise ValueError(f"voice {name!r} is reserved for evaluation and must not be used")
+
+
+def all_voices() -> list[Voice]:
+    voices: list[Voice] = []
+    n_espeak_train = len(_ESPEAK_TRAIN_LANGS) * len(_ESPEAK_VARIANTS)
+    for lang in _ESPEAK_TRAIN_LANGS:
+        for var in _ESPEAK_VARIANTS:
+            voices.append(Voice("espeak", lang + var, "train", 0.40 / n_espeak_train))
+    for lang in _ESPEAK_DEV_LANGS:
+        for var in _ESPEAK_VARIANTS:
+            voices.append(Voice("espeak", lang + var, "dev", 1.0 / len(_ESPEAK_VARIANTS)))
+    voices += [Voice("mbrola", "mb-us1", "train", 0.18), Voice("mbrola", "mb-us3", "train", 0.17),
+               Voice("mbrola", "mb-en1", "dev", 1.0)]
+    voices += [Voice("flite", "kal", "train", 0.08), Voice("flite", "kal16", "train", 0.09),
+               Voice("flite", "awb", "train", 0.08), Voice("flite", "rms", "dev", 1.0)]
+    for v in voices:
+        check_not_reserved(v.name)
+    return voices
+
+
+def available(voice: Voice) -> bool:
+    return shutil.which("flite" if voice.engine == "flite" else "espeak-ng") is not None
+
+
+def synthesize(voice: Voice, text: str, rng: random.Random) -> tuple[np.ndarray, int]:
+    """Speak `text` with a random rate and pitch. Returns ((N,) float32, sample rate)."""
+    check_not_reserved(voice.name)
+    rate = rng.uniform(0.8, 1.3)
+    if voice.engine == "flite":
+        cmd = ["flite", "-voice", voice.name, "--setf", f"duration_stretch={1 / rate:.3f}",
+               "--setf", f"int_f0_target_mean={rng.uniform(80, 160):.0f}", "-t", text, "-o", "/dev/stdout"]
+    else:
+        wpm = int(175 * rate)
+        cmd = ["espeak-ng", "-v", voice.name, "-s", str(wpm), "-p", str(rng.randint(25, 75)),
+               "--stdout", text]
+    proc = subprocess.run(cmd, capture_output=True, timeout=120, check=True)
+    audio, sr = sf.read(io.BytesIO(proc.stdout), dtype="float32")
+    if audio.ndim > 1:
+        audio = audio.mean(axis=1)
+    return audio, sr

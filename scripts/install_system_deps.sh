@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the project needs: speech synthesizers for the
+# training corpus (espeak-ng, MBROLA voices from contrib/non-free, flite), audio
+# tools, and the monitoring tools used by the deployment checks.
+# MBROLA lives in contrib/non-free, which the system's sources leave out; we use a
+# private sources folder so the machine's apt configuration is never edited.
+set -euo pipefail
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+PKGS_MAIN="espeak-ng flite sox libsndfile1 ffmpeg prometheus"
+PKGS_NONFREE="mbrola mbrola-us1 mbrola-us3 mbrola-en1"
+
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends $PKGS_MAIN >/dev/null
+
+priv=/tmp/stt-apt
+mkdir -p "$priv/sources" "$priv/lists/partial" "$priv/cache/archives/partial"
+src=/etc/apt/sources.list.d/debian.sources
+if [ -f "$src" ]; then
+  sed 's/^Components: main$/Components: main contrib non-free/' "$src" > "$priv/sources/debian.sources"
+else
+  echo "deb http://deb.debian.org/debian bookworm main contrib non-free" > "$priv/sources/debian.list"
+fi
+opts=(-o Dir::Etc::sourcelist=/dev/null -o Dir::Etc::sourceparts="$priv/sources"
+      -o Dir::State::Lists="$priv/lists" -o Dir::Cache="$priv/cache")
+$SUDO apt-get "${opts[@]}" update -qq
+$SUDO apt-get "${opts[@]}" install -y -qq --no-install-recommends $PKGS_NONFREE >/dev/null
+echo "system packages installed"

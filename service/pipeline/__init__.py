@@ -1,0 +1,1 @@
+"""Pipeline stages, one per file: audio -> resample -> vad -> features -> encoder -> decoder -> assembly."""
