@@ -1,0 +1,63 @@
+"""Every Prometheus metric of the service, and nowhere else.
+
+Served over HTTP on ``STT_METRICS_PORT`` at ``/metrics`` (see ``serve_metrics``).
+Names follow docs/ARCHITECTURE.md; the deployment's alerts and dashboard use them.
+"""
+from __future__ import annotations
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+# Latency buckets in seconds: partial/final results are expected within tens to hundreds of ms.
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0)
+# Real-time factor: compute seconds per audio second; 1.0 means just keeping up.
+_RTF_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+_INFERENCE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+ACTIVE_STREAMS = Gauge("stt_active_streams", "Recognition RPCs in progress (streaming and unary).")
+MAX_STREAMS = Gauge("stt_max_streams", "Configured capacity: the most concurrent recognition RPCs.")
+STREAMS_TOTAL = Counter(
+    "stt_streams_total",
+    "Recognition RPCs finished, by outcome (ok, error, cancelled) and gRPC status code.",
+    ["outcome", "code"],
+)
+REJECTED_STREAMS_TOTAL = Counter(
+    "stt_rejected_streams_total",
+    "Recognition RPCs refused before starting, by reason (capacity, draining, loading, unauthenticated).",
+    ["reason"],
+)
+AUDIO_SECONDS_TOTAL = Counter("stt_audio_seconds_total", "Seconds of audio received and decoded.")
+SEGMENTS_TOTAL = Counter("stt_segments_total", "Speech segments recognized (one final result each).")
+RTF = Histogram(
+    "stt_rtf",
+    "Real-time factor per segment: recognizer compute seconds / segment audio seconds.",
+    buckets=_RTF_BUCKETS,
+)
+PARTIAL_LATENCY = Histogram(
+    "stt_partial_latency_seconds",
+    "From receiving an audio message to sending the partial result it produced.",
+    buckets=_LATENCY_BUCKETS,
+)
+FINAL_LATENCY = Histogram(
+    "stt_final_latency_seconds",
+    "From receiving the audio that ended a segment (or the end of the stream) to sending its final result.",
+    buckets=_LATENCY_BUCKETS,
+)
+ENCODER_BATCH_SIZE = Histogram(
+    "stt_encoder_batch_size", "Streams stacked into one encoder ONNX call.", buckets=_BATCH_BUCKETS
+)
+DECODER_BATCH_SIZE = Histogram(
+    "stt_decoder_batch_size", "Streams stacked into one decoder-step ONNX call.", buckets=_BATCH_BUCKETS
+)
+INFERENCE_SECONDS = Histogram(
+    "stt_inference_seconds",
+    "Wall time of one ONNX Runtime call, by graph (encoder, decoder).",
+    ["graph"],
+    buckets=_INFERENCE_BUCKETS,
+)
+
+
+def serve_metrics(port: int, host: str = "0.0.0.0", registry: CollectorRegistry = REGISTRY) -> int:
+    """Start the /metrics HTTP server in a daemon thread; returns the bound port (0 picks one)."""
+    server, _thread = start_http_server(port, addr=host, registry=registry)
+    return int(server.server_port)
