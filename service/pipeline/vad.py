@@ -1,0 +1,252 @@
+"""Voice activity segmentation with webrtcvad: 16 kHz samples -> speech segments.
+
+Rules (all times in ms of audio, per stream, from ``EndpointSettings``):
+
+- The audio is cut into ``frame_ms`` frames (10/20/30 ms) and each is classified
+  voiced or not by webrtcvad at ``aggressiveness`` 0..3.
+- Onset: a segment begins after ``onset_ms`` of consecutive voiced frames. It
+  starts ``padding_ms`` before the first of them (pre-roll), never earlier than
+  the end of the previous segment: each sample belongs to at most one segment.
+- Hangover: inside speech, unvoiced frames are held back. A voiced frame
+  releases them into the segment (a pause inside speech); ``end_silence_ms`` of
+  them in a row end the segment, keeping the first ``padding_ms`` as trailing
+  padding.
+- Max length: a segment that reaches ``max_segment_s`` is cut at exactly that
+  sample and, while speech goes on, the next segment begins at the very next
+  sample (no audio lost or repeated).
+- ``force_end`` ends the current segment now (client control); ``flush`` ends
+  the stream.
+
+Events are returned in stream order: ``SpeechBegin``, ``SpeechAudio`` (the
+segment's samples, possibly several), ``SpeechEnd``. Sample positions count
+16 kHz samples from the stream start. Any chunking of the input gives the same
+events once consecutive ``SpeechAudio`` are joined (tests/test_vad.py).
+"""
+from __future__ import annotations
+
+import collections
+import enum
+from dataclasses import dataclass
+
+import numpy as np
+import webrtcvad
+
+from service.errors import InvalidConfig
+
+SAMPLE_RATE_HZ = 16000
+
+
+@dataclass(frozen=True)
+class EndpointSettings:
+    """Per-request endpointing; defaults suit conversational speech."""
+
+    aggressiveness: int = 2  # webrtcvad mode: 0 keeps most audio as speech, 3 the least
+    frame_ms: int = 30
+    onset_ms: int = 90  # voiced audio in a row that starts a segment
+    padding_ms: int = 300  # kept before the onset and after the last voiced frame
+    end_silence_ms: int = 800  # unvoiced audio in a row that ends a segment
+    max_segment_s: float = 30.0
+
+    def validate(self) -> None:
+        """Raise InvalidConfig with the field's proto name when a value is out of range."""
+        if not 0 <= self.aggressiveness <= 3:
+            raise InvalidConfig(f"endpointing.vad_aggressiveness must be 0..3, got {self.aggressiveness}")
+        if self.frame_ms not in (10, 20, 30):
+            raise InvalidConfig(f"VAD frame must be 10, 20 or 30 ms, got {self.frame_ms}")
+        if not 0 <= self.padding_ms <= 1000:
+            raise InvalidConfig(f"endpointing.speech_padding_ms must be 0..1000, got {self.padding_ms}")
+        if not 100 <= self.end_silence_ms <= 10000:
+            raise InvalidConfig(f"endpointing.end_silence_ms must be 100..10000, got {self.end_silence_ms}")
+        if self.end_silence_ms < self.padding_ms:
+            raise InvalidConfig(
+                f"endpointing.end_silence_ms ({self.end_silence_ms}) must be at least "
+                f"speech_padding_ms ({self.padding_ms})"
+            )
+        if not 1.0 <= self.max_segment_s <= 120.0:
+            raise InvalidConfig(f"endpointing.max_segment_seconds must be 1..120, got {self.max_segment_s:g}")
+
+
+class EndReason(enum.Enum):
+    SILENCE = "silence"
+    MAX_LENGTH = "max_length"
+    FORCED = "forced"
+    STREAM_END = "stream_end"
+
+
+@dataclass(frozen=True)
+class SpeechBegin:
+    sample: int  # first sample of the segment
+
+
+@dataclass(frozen=True)
+class SpeechAudio:
+    start: int  # stream position of samples[0]
+    samples: np.ndarray  # (N,) float32, 16 kHz
+
+
+@dataclass(frozen=True)
+class SpeechEnd:
+    sample: int  # one past the last sample of the segment
+    reason: EndReason
+
+
+VadEvent = SpeechBegin | SpeechAudio | SpeechEnd
+
+
+@dataclass
+class _Frame:
+    start: int
+    samples: np.ndarray
+    voiced: bool
+
+
+class VadSegmenter:
+    """Per-stream segmenter; ``process`` takes (N,) float32 16 kHz samples in any chunking."""
+
+    def __init__(self, settings: EndpointSettings = EndpointSettings()) -> None:
+        settings.validate()
+        self.settings = settings
+        self._vad = webrtcvad.Vad(settings.aggressiveness)
+        self._frame_len = SAMPLE_RATE_HZ * settings.frame_ms // 1000
+        self._onset_frames = max(1, -(-settings.onset_ms // settings.frame_ms))
+        self._padding = SAMPLE_RATE_HZ * settings.padding_ms // 1000  # samples
+        self._end_frames = max(1, -(-settings.end_silence_ms // settings.frame_ms))
+        self._max_len = int(round(settings.max_segment_s * SAMPLE_RATE_HZ))
+        self._pending = np.zeros(0, np.float32)  # samples not yet forming a whole frame
+        self._position = 0  # stream position of _pending[0]
+        # Silence state: recent frames (pre-roll + onset candidates), oldest first.
+        pre_roll_frames = -(-self._padding // self._frame_len) + self._onset_frames
+        self._recent: collections.deque[_Frame] = collections.deque(maxlen=pre_roll_frames)
+        self._floor = 0  # no segment may start before this (end of the previous one)
+        # Speech state.
+        self.in_speech = False
+        self._held: list[_Frame] = []  # unvoiced frames held back inside speech
+        self._segment_len = 0  # samples emitted into the current segment
+        self._segment_end = 0  # stream position one past the last emitted sample
+        self.last_voiced_end = 0  # stream position one past the latest voiced frame
+
+    @property
+    def position(self) -> int:
+        """Samples consumed and classified so far."""
+        return self._position
+
+    def process(self, samples: np.ndarray) -> list[VadEvent]:
+        """(N,) float32 16 kHz -> events for every whole frame now available."""
+        data = np.concatenate([self._pending, np.asarray(samples, np.float32).reshape(-1)])
+        n_frames = len(data) // self._frame_len
+        events: list[VadEvent] = []
+        for i in range(n_frames):
+            chunk = data[i * self._frame_len : (i + 1) * self._frame_len]
+            self._step(_Frame(self._position, chunk, self._is_voiced(chunk)), events)
+            self._position += self._frame_len
+        self._pending = data[n_frames * self._frame_len :].copy()
+        return _merge_audio(events)
+
+    def force_end(self) -> list[VadEvent]:
+        """End the current segment now (trailing padding kept); no-op outside speech."""
+        events: list[VadEvent] = []
+        if self.in_speech:
+            self._end(EndReason.FORCED, events)
+        return _merge_audio(events)
+
+    def flush(self) -> list[VadEvent]:
+        """End of stream: classify the last partial frame, then end any open segment."""
+        events: list[VadEvent] = []
+        if len(self._pending):
+            padded = np.zeros(self._frame_len, np.float32)
+            padded[: len(self._pending)] = self._pending
+            self._step(_Frame(self._position, self._pending, self._is_voiced(padded)), events)
+            self._position += len(self._pending)
+            self._pending = np.zeros(0, np.float32)
+        if self.in_speech:
+            self._end(EndReason.STREAM_END, events)
+        return _merge_audio(events)
+
+    def _is_voiced(self, frame: np.ndarray) -> bool:
+        pcm = np.clip(np.round(frame * 32768.0), -32768, 32767).astype("<i2").tobytes()
+        return self._vad.is_speech(pcm, SAMPLE_RATE_HZ)
+
+    def _step(self, frame: _Frame, events: list[VadEvent]) -> None:
+        if self.in_speech:
+            self._step_speech(frame, events)
+        else:
+            self._step_silence(frame, events)
+        if frame.voiced:
+            self.last_voiced_end = frame.start + len(frame.samples)
+
+    def _step_silence(self, frame: _Frame, events: list[VadEvent]) -> None:
+        self._recent.append(frame)
+        onset = list(self._recent)[-self._onset_frames :]
+        if len(onset) < self._onset_frames or not all(f.voiced for f in onset):
+            return
+        start = max(self._floor, onset[0].start - self._padding, self._recent[0].start)
+        audio = np.concatenate([f.samples for f in self._recent])
+        audio = audio[start - self._recent[0].start :]
+        self._recent.clear()
+        self._begin(start, events)
+        self._emit(audio, events, continues=True)
+
+    def _step_speech(self, frame: _Frame, events: list[VadEvent]) -> None:
+        if not frame.voiced:
+            self._held.append(frame)
+            if len(self._held) >= self._end_frames:
+                self._end(EndReason.SILENCE, events)
+            return
+        held, self._held = self._held, []
+        self._emit(np.concatenate([f.samples for f in [*held, frame]]), events, continues=True)
+
+    def _begin(self, start: int, events: list[VadEvent]) -> None:
+        self.in_speech = True
+        self._segment_len = 0
+        self._segment_end = start
+        events.append(SpeechBegin(start))
+
+    def _emit(self, audio: np.ndarray, events: list[VadEvent], continues: bool) -> None:
+        """Add audio to the segment, cutting it at the max length.
+
+        continues=True: speech goes on, so a cut opens the next segment at the next
+        sample; False (trailing padding): audio past a cut belongs to no segment.
+        """
+        while len(audio):
+            room = self._max_len - self._segment_len
+            part, audio = audio[:room], audio[room:]
+            events.append(SpeechAudio(self._segment_end, part))
+            self._segment_len += len(part)
+            self._segment_end += len(part)
+            if self._segment_len < self._max_len:
+                continue
+            self._close(EndReason.MAX_LENGTH, events)
+            if not continues:
+                return
+            self._begin(self._segment_end, events)
+
+    def _end(self, reason: EndReason, events: list[VadEvent]) -> None:
+        """End the segment: keep up to padding_ms of held silence, recycle the rest."""
+        held, self._held = self._held, []
+        if held:
+            audio = np.concatenate([f.samples for f in held])[: self._padding]
+            self._emit(audio, events, continues=False)
+        if self.in_speech:
+            self._close(reason, events)
+        # Held frames after the padding may serve as pre-roll of the next segment.
+        self._recent.clear()
+        for f in held:
+            if f.start + len(f.samples) > self._floor:
+                self._recent.append(f)
+
+    def _close(self, reason: EndReason, events: list[VadEvent]) -> None:
+        events.append(SpeechEnd(self._segment_end, reason))
+        self.in_speech = False
+        self._floor = self._segment_end
+
+
+def _merge_audio(events: list[VadEvent]) -> list[VadEvent]:
+    """Join consecutive SpeechAudio events into one."""
+    merged: list[VadEvent] = []
+    for event in events:
+        last = merged[-1] if merged else None
+        if isinstance(event, SpeechAudio) and isinstance(last, SpeechAudio):
+            merged[-1] = SpeechAudio(last.start, np.concatenate([last.samples, event.samples]))
+        else:
+            merged.append(event)
+    return merged
