@@ -404,3 +404,70 @@ def test_dockerignore_keeps_training_code_out() -> None:
     allowed = {l[1:].rstrip("/") for l in lines if l.startswith("!")}
     assert {"pyproject.toml", "setup.py", "proto", "scripts/gen_proto.py", "service"} <= allowed
     assert not allowed & {"model_export", "data", "tests", "deploy"}
+
+
+def dockerignore_allows(path: str, patterns: list[str]) -> bool:
+    """Docker's .dockerignore rule for one file: the last matching pattern wins,
+    and a pattern also matches when it matches a parent folder of the file."""
+    def to_regex(pattern: str) -> re.Pattern:
+        out, i = "", 0
+        while i < len(pattern):
+            if pattern.startswith("**/", i):
+                out, i = out + "(?:.*/)?", i + 3
+            elif pattern.startswith("**", i):
+                out, i = out + ".*", i + 2
+            else:
+                ch = pattern[i]
+                out += "[^/]*" if ch == "*" else "[^/]" if ch == "?" else re.escape(ch)
+                i += 1
+        return re.compile(out + r"\Z")
+
+    parts = path.split("/")
+    candidates = ["/".join(parts[: n + 1]) for n in range(len(parts))]
+    allowed = True
+    for raw in patterns:
+        negate = raw.startswith("!")
+        regex = to_regex(raw.lstrip("!").strip("/"))
+        if any(regex.match(c) for c in candidates):
+            allowed = negate
+    return allowed
+
+
+def test_wheel_from_docker_build_context(tmp_path: Path) -> None:
+    """Builds the wheel the way the Dockerfile's build stage does, from only
+    the files .dockerignore lets into the context: proto code is generated,
+    the entry points exist, and the bundled model (once committed) ships."""
+    pytest.importorskip("setuptools")
+    pytest.importorskip("grpc_tools")
+    import zipfile
+
+    patterns = [
+        line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    listed = run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT)
+    assert listed.returncode == 0, listed.stderr
+    context = tmp_path / "context"
+    for rel in listed.stdout.splitlines():
+        if dockerignore_allows(rel, patterns) and (ROOT / rel).is_file():
+            (context / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, context / rel)
+    assert not (context / "model_export").exists() and not (context / "tests").exists()
+    if not (context / "README.md").exists():  # pyproject's readme; README owner adds it
+        (context / "README.md").write_text("stt-service\n")
+    gen = run([sys.executable, "scripts/gen_proto.py"], cwd=context)
+    assert gen.returncode == 0, gen.stderr
+    build = run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", "dist", "."],
+        cwd=context,
+    )
+    assert build.returncode == 0, build.stdout + build.stderr
+    (wheel,) = (context / "dist").glob("stt_service-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "service/proto/stt/v1/stt_pb2_grpc.py" in names
+    entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
+    assert "stt-server" in entry_points and "stt-client" in entry_points
+    bundled = sorted(p.name for p in (ROOT / "service" / "models" / "default").glob("*.onnx"))
+    shipped = sorted(Path(n).name for n in names if n.startswith("service/models/default/") and n.endswith(".onnx"))
+    assert shipped == bundled
+    assert not any(n.startswith(("model_export/", "tests/")) for n in names)
