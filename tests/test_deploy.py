@@ -313,6 +313,9 @@ def test_prod_autoscales_on_cpu_and_active_streams(rendered) -> None:
     assert kinds["Resource"]["resource"]["name"] == "cpu"
     assert kinds["Pods"]["pods"]["metric"]["name"] == "stt_active_streams"
     assert "replicas" not in find(rendered["prod"], "Deployment", "stt")["spec"]
+    # dev has no prometheus-adapter: CPU only
+    dev = find(rendered["dev"], "HorizontalPodAutoscaler", "stt")
+    assert [m["type"] for m in dev["spec"]["metrics"]] == ["Resource"]
 
 
 def test_services_and_servicemonitor_select_the_server(rendered) -> None:
