@@ -1,0 +1,216 @@
+"""Monotonic windowed attention decoding (DESIGN §3) over the one-step decoder.onnx.
+
+Per hypothesis we keep a window centre m (encoder frame, starts at 0). A step attends
+only to frames [m - B, m - B + W); afterwards m = max(m, argmax a). A step runs only
+when every active hypothesis has its whole window encoded, or the segment has ended.
+Because a step never runs on a partial window, the same frames always produce the
+same decisions: streaming under any chunking equals offline decoding of the segment.
+
+`WindowedDecoder` is a state machine: `next_step()` says what to compute (or None:
+wait for audio / done), `apply()` takes the graph's outputs. The drivers that run the
+graph (a plain call offline, a micro-batched await in the service) stay tiny and the
+decoding rule exists once. Beam size 1 is greedy decoding.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from service.pipeline.encoder import FrameStore
+from service.pipeline.model_info import ModelInfo
+
+MASK_VALUE = -1.0e4  # same additive mask as training
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    beam_size: int = 1
+    max_tokens_per_frame: float = 1.2  # budget against runaway loops (30 tokens/s at 40 ms frames)
+    token_budget_slack: int = 8
+    length_norm: bool = True
+
+
+@dataclass
+class Hyp:
+    """One decoding hypothesis; `att` is its last attention row in window coordinates."""
+
+    tokens: list[int]
+    logps: list[float]
+    h: np.ndarray  # (dec_hidden,)
+    c: np.ndarray  # (dec_hidden,)
+    att: np.ndarray  # (W,) weights over the window starting at att_start
+    att_start: int  # absolute encoder frame of att[0]
+    centre: int  # window centre m
+    align: list[tuple[int, np.ndarray]] = field(default_factory=list)  # per token: (window start, (W,) weights)
+    finished: bool = False
+
+    @property
+    def score(self) -> float:
+        return float(sum(self.logps))
+
+    def ranking(self, length_norm: bool) -> float:
+        return self.score / (len(self.logps) or 1) if length_norm else self.score
+
+    def window_start(self, back: int) -> int:
+        return self.centre - back
+
+
+@dataclass
+class StepRequest:
+    """Inputs for one decoder.onnx call over the active hypotheses (batch K)."""
+
+    inputs: dict[str, np.ndarray]
+    starts: list[int]  # window start per row
+
+
+class WindowedDecoder:
+    """Per-segment decoding state. The shared graph/session is not held here."""
+
+    def __init__(self, info: ModelInfo, options: DecodeOptions = DecodeOptions()) -> None:
+        self.info = info
+        self.options = options
+        self.eos = info.vocab.index("<sos/eos>")
+        back, w = info.window_back, info.window_size
+        first_att = np.zeros(w, np.float32)
+        first_att[back] = 1.0  # training starts from a one-hot at frame 0
+        zero = np.zeros(info.dec_hidden, np.float32)
+        self.active: list[Hyp] = [Hyp([], [], zero, zero.copy(), first_att, -back, 0)]
+        self.finished: list[Hyp] = []
+
+    @property
+    def done(self) -> bool:
+        return not self.active
+
+    def token_budget(self, n_frames: int) -> int:
+        return int(self.options.max_tokens_per_frame * n_frames) + self.options.token_budget_slack
+
+    def next_step(self, store: FrameStore, ended: bool) -> StepRequest | None:
+        """The next decoder call if the rule of DESIGN §3 allows one now, else None."""
+        if not self.active:
+            return None
+        back, w = self.info.window_back, self.info.window_size
+        if ended and (store.length == 0 or len(self.active[0].tokens) >= self.token_budget(store.length)):
+            self._finish_active()
+            return None
+        if not ended:
+            needed = max(h.window_start(back) + w for h in self.active)
+            if needed > store.length or len(self.active[0].tokens) >= self.token_budget(store.length):
+                return None  # wait for audio
+        rows = [self._row(h, store) for h in self.active]
+        inputs = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+        return StepRequest(inputs, [h.window_start(back) for h in self.active])
+
+    def _row(self, hyp: Hyp, store: FrameStore) -> dict[str, np.ndarray]:
+        start = hyp.window_start(self.info.window_back)
+        frames, keys, valid = store.window(start, self.info.window_size)
+        return {"token": np.array(hyp.tokens[-1] if hyp.tokens else self.eos, np.int64),
+                "h": hyp.h, "c": hyp.c, "att_prev": shift_window(hyp.att, start - hyp.att_start) * valid,
+                "enc": frames, "keys": keys, "mask": np.where(valid, 0.0, MASK_VALUE).astype(np.float32)}
+
+    def apply(self, request: StepRequest, outputs: dict[str, np.ndarray]) -> None:
+        """Expand every active hypothesis with the graph's log-probs; keep the best `beam_size`."""
+        k = self.options.beam_size
+        logp, att = outputs["logp"], outputs["att"]
+        candidates: list[tuple[float, int, int]] = []  # (score, row, token)
+        for row, hyp in enumerate(self.active):
+            top = np.argsort(-logp[row])[:k]
+            candidates += [(hyp.score + float(logp[row, t]), row, int(t)) for t in top]
+        candidates.sort(key=lambda c: -c[0])
+        survivors: list[Hyp] = []
+        for _, row, token in candidates:
+            if len(survivors) >= k:
+                break
+            parent, start = self.active[row], request.starts[row]
+            weights = att[row].astype(np.float32)
+            child = Hyp(parent.tokens + [token], parent.logps + [float(logp[row, token])],
+                        outputs["new_h"][row], outputs["new_c"][row], weights, start,
+                        max(parent.centre, start + int(np.argmax(weights))),
+                        parent.align + [(start, weights)])
+            if token == self.eos:
+                child.finished = True
+                self.finished.append(child)
+            else:
+                survivors.append(child)
+        self.active = survivors
+        if len(self.finished) >= k:
+            self._finish_active(drop=True)
+
+    def _finish_active(self, drop: bool = False) -> None:
+        """End of decoding: remaining hypotheses end here (budget hit or enough finished)."""
+        if not drop:
+            for hyp in self.active:
+                hyp.finished = True
+                self.finished.append(hyp)
+        self.active = []
+
+    def nbest(self) -> list[Hyp]:
+        """Finished hypotheses best first (falls back to the active ones mid-segment)."""
+        pool = self.finished if self.finished else self.active
+        return sorted(pool, key=lambda h: -h.ranking(self.options.length_norm))
+
+    def partial(self) -> Hyp:
+        """The current best hypothesis while decoding is still running."""
+        pool = self.active or self.finished
+        return max(pool, key=lambda h: h.score) if pool else self.active[0]
+
+    def stable_length(self) -> int:
+        """Tokens shared by every active hypothesis: they can no longer change."""
+        if not self.active:
+            return len(self.nbest()[0].content_tokens(self.eos)) if self.finished else 0
+        first = self.active[0].tokens
+        n = len(first)
+        for hyp in self.active[1:]:
+            n = min(n, next((i for i, (a, b) in enumerate(zip(first, hyp.tokens)) if a != b), min(n, len(hyp.tokens))))
+        return n
+
+
+def _content_tokens(self: Hyp, eos: int) -> list[int]:
+    return [t for t in self.tokens if t != eos]
+
+
+Hyp.content_tokens = _content_tokens  # type: ignore[attr-defined]
+
+
+def shift_window(att: np.ndarray, offset: int) -> np.ndarray:
+    """Re-express (W,) weights in a window `offset` frames later; frames that left are dropped."""
+    out = np.zeros_like(att)
+    if offset >= len(att) or offset <= -len(att):
+        return out
+    if offset >= 0:
+        out[: len(att) - offset] = att[offset:]
+    else:
+        out[-offset:] = att[: len(att) + offset]
+    return out
+
+
+def alignment_matrix(hyp: Hyp, n_frames: int, eos: int) -> np.ndarray:
+    """(n_tokens, n_frames) attention weights in absolute frame coordinates (eos row dropped)."""
+    rows = [(s, w) for (s, w), t in zip(hyp.align, hyp.tokens) if t != eos]
+    out = np.zeros((len(rows), n_frames), np.float32)
+    for i, (start, weights) in enumerate(rows):
+        for j, wj in enumerate(weights):
+            if 0 <= start + j < n_frames:
+                out[i, start + j] = wj
+    return out
+
+
+class DecoderGraph:
+    """Shared wrapper around the decoder session."""
+
+    OUTPUTS = ("logp", "new_h", "new_c", "att")
+
+    def __init__(self, session) -> None:
+        self.session = session
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(self.OUTPUTS, self.session.run(list(self.OUTPUTS), inputs)))
+
+
+def decode_offline(graph: DecoderGraph, info: ModelInfo, store: FrameStore,
+                   options: DecodeOptions = DecodeOptions()) -> WindowedDecoder:
+    """Windowed decoding of a complete segment (all frames in `store`)."""
+    dec = WindowedDecoder(info, options)
+    while (req := dec.next_step(store, ended=True)) is not None:
+        dec.apply(req, graph.run(req.inputs))
+    return dec

@@ -1,0 +1,116 @@
+"""Monotonic windowed attention decoding: streaming under any chunking equals offline decoding."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from service.pipeline.decoder import (DecodeOptions, DecoderGraph, WindowedDecoder, alignment_matrix,
+                                      decode_offline, shift_window)
+from service.pipeline.encoder import EncoderGraph, FeatureChunker, FrameStore
+from service.pipeline.features import FeatureExtractor
+from service.pipeline.model_info import ModelInfo, create_session
+from tests.speech_audio import synthesize
+
+
+@pytest.fixture(scope="module")
+def graphs(tiny_model_dir):
+    enc_sess = create_session(tiny_model_dir / "encoder.onnx")
+    info = ModelInfo.from_session(enc_sess)
+    return info, EncoderGraph(enc_sess, info), DecoderGraph(create_session(tiny_model_dir / "decoder.onnx"))
+
+
+def _encode(enc: EncoderGraph, state, chunk, store: FrameStore):
+    out, state = enc.split(enc.run(enc.inputs(chunk, state)))
+    store.append(out)
+    return state
+
+
+def offline(info, enc, dec, audio, options):
+    fe, chunker, store, state = FeatureExtractor(info.features), FeatureChunker(info), FrameStore(info), enc.zero_state()
+    feats = np.concatenate([fe.process(audio), fe.flush()])
+    for chunk in chunker.push(feats) + [c for c in [chunker.flush()] if c is not None]:
+        state = _encode(enc, state, chunk, store)
+    return decode_offline(dec, info, store, options), store
+
+
+def streaming(info, enc, dec, audio, options, rng):
+    fe, chunker, store, state = FeatureExtractor(info.features), FeatureChunker(info), FrameStore(info), enc.zero_state()
+    decoder = WindowedDecoder(info, options)
+    pos, steps_before_end = 0, 0
+    while pos < len(audio):
+        n = int(rng.integers(1, 4000))
+        for chunk in chunker.push(fe.process(audio[pos:pos + n])):
+            state = _encode(enc, state, chunk, store)
+        pos += n
+        while (req := decoder.next_step(store, ended=False)) is not None:
+            decoder.apply(req, dec.run(req.inputs))
+            steps_before_end += 1
+    tail = chunker.push(fe.flush()) + [c for c in [chunker.flush()] if c is not None]
+    for chunk in tail:
+        state = _encode(enc, state, chunk, store)
+    while (req := decoder.next_step(store, ended=True)) is not None:
+        decoder.apply(req, dec.run(req.inputs))
+    return decoder, store, steps_before_end
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_streaming_equals_offline_under_random_chunking(graphs, beam):
+    info, enc, dec = graphs
+    audio = synthesize("the quick brown fox jumps over the lazy dog")
+    options = DecodeOptions(beam_size=beam)
+    ref, ref_store = offline(info, enc, dec, audio, options)
+    ref_best = ref.nbest()[0]
+    assert ref_best.tokens, "decoder produced nothing: the test would prove nothing"
+    for seed in range(3):
+        got, store, early_steps = streaming(info, enc, dec, audio, options, np.random.default_rng(seed))
+        best = got.nbest()[0]
+        assert best.tokens == ref_best.tokens
+        np.testing.assert_array_equal(alignment_matrix(best, store.length, ref.eos),
+                                      alignment_matrix(ref_best, ref_store.length, ref.eos))
+        assert [h.tokens for h in got.nbest()] == [h.tokens for h in ref.nbest()]
+        assert early_steps > 0, "no step ran before the end: decoding did not stream"
+
+
+def test_window_only_moves_forward_and_respects_bounds(graphs):
+    info, enc, dec = graphs
+    audio = synthesize("one two three four five six seven")
+    result, store = offline(info, enc, dec, audio, DecodeOptions())
+    best = result.nbest()[0]
+    starts = [s for s, _ in best.align]
+    assert starts == sorted(starts)
+    assert starts[0] == -info.window_back
+    for start, weights in best.align:
+        assert len(weights) == info.window_size
+        # Frames outside the encoded segment get no attention.
+        idx = np.arange(start, start + info.window_size)
+        assert np.all(weights[(idx < 0) | (idx >= store.length)] < 1e-6)
+
+
+def test_no_step_runs_before_its_window_is_encoded(graphs):
+    info, enc, dec = graphs
+    store = FrameStore(info)
+    decoder = WindowedDecoder(info)
+    assert decoder.next_step(store, ended=False) is None  # nothing encoded yet
+    fe, chunker, state = FeatureExtractor(info.features), FeatureChunker(info), enc.zero_state()
+    audio = synthesize("hello")
+    for chunk in chunker.push(fe.process(audio)):
+        state = _encode(enc, state, chunk, store)
+        req = decoder.next_step(store, ended=False)
+        needed = -info.window_back + info.window_size
+        assert (req is not None) == (store.length >= needed) or decoder.active[0].tokens
+        if req is not None:
+            break
+
+
+def test_token_budget_stops_runaway_decoding(graphs):
+    info, enc, dec = graphs
+    audio = synthesize("hi")
+    result, store = offline(info, enc, dec, audio, DecodeOptions(max_tokens_per_frame=0.1, token_budget_slack=2))
+    assert len(result.nbest()[0].tokens) <= int(0.1 * store.length) + 2 + 1
+
+
+def test_shift_window():
+    att = np.arange(1, 6, dtype=np.float32)
+    np.testing.assert_array_equal(shift_window(att, 2), [3, 4, 5, 0, 0])
+    np.testing.assert_array_equal(shift_window(att, 0), att)
+    np.testing.assert_array_equal(shift_window(att, 7), np.zeros(5))
