@@ -29,6 +29,7 @@ class DecodeOptions:
     max_tokens_per_frame: float = 1.2  # budget against runaway loops (30 tokens/s at 40 ms frames)
     token_budget_slack: int = 8
     length_norm: bool = True
+    return_attention: bool = False  # keep the alignment matrix for the client (word times use it regardless)
 
 
 @dataclass

@@ -1,0 +1,112 @@
+"""Result assembly: decoder hypotheses -> text, stable prefix, word times, confidences, alignment.
+
+Word times come from the attention alignment: each character token's frame is the
+argmax of its attention row; a word spans its first to its last token's frame
+(40 ms per frame, plus the segment's offset in the stream).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from service.pipeline.decoder import Hyp, WindowedDecoder, alignment_matrix
+from service.pipeline.model_info import ModelInfo
+from service.pipeline.tokenizer import CharTokenizer
+
+
+@dataclass(frozen=True)
+class WordTiming:
+    word: str
+    start_s: float  # stream time
+    end_s: float
+    confidence: float
+
+
+@dataclass(frozen=True)
+class Alternative:
+    text: str
+    confidence: float
+    words: list[WordTiming]
+
+
+@dataclass(frozen=True)
+class AttentionMatrix:
+    tokens: list[str]
+    weights: np.ndarray  # (n_tokens, n_frames) float32
+    frame_shift_s: float
+    offset_s: float
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    text: str
+    stable_text: str  # committed prefix: never changes later in this segment
+    stability: float
+    confidence: float
+    words: list[WordTiming]
+    alternatives: list[Alternative] = field(default_factory=list)
+    attention: AttentionMatrix | None = None
+    end_s: float = 0.0
+
+
+class Assembler:
+    """Shared and stateless: turns one segment's decoder state into a Hypothesis."""
+
+    def __init__(self, info: ModelInfo, tokenizer: CharTokenizer) -> None:
+        self.info = info
+        self.tok = tokenizer
+
+    def alternative(self, hyp: Hyp, offset_s: float) -> Alternative:
+        tokens, logps, frames = self._content(hyp)
+        text = self.tok.decode(tokens)
+        confidence = math.exp(float(np.mean(hyp.logps))) if hyp.logps else 0.0
+        return Alternative(text, confidence, self._words(tokens, logps, frames, offset_s))
+
+    def hypothesis(self, dec: WindowedDecoder, n_frames: int, offset_s: float, final: bool,
+                   return_attention: bool) -> Hypothesis:
+        """The segment's current result; `final` ranks finished hypotheses, else the best active one."""
+        ranked = dec.nbest() if final else [dec.partial()]
+        best = self.alternative(ranked[0], offset_s)
+        if final:
+            stable = best.text
+        else:
+            stable_ids = [t for t in ranked[0].tokens[: dec.stable_length()] if t != self.tok.eos_id]
+            stable = self.tok.decode(stable_ids)
+            # A word is committed once its trailing space is: "hel" may still become "help".
+            stable = stable[: stable.rfind(" ") + 1] if " " in stable else ""
+        attention = None
+        if return_attention:
+            content = [t for t in ranked[0].tokens if t != self.tok.eos_id]
+            attention = AttentionMatrix(self.tok.pieces(content), alignment_matrix(ranked[0], n_frames, self.tok.eos_id),
+                                        self.info.frame_shift_s, offset_s)
+        return Hypothesis(best.text, stable, 0.9 if final else 0.0, best.confidence, best.words,
+                          [best] + [self.alternative(h, offset_s) for h in ranked[1:]], attention,
+                          offset_s + n_frames * self.info.frame_shift_s)
+
+    def _content(self, hyp: Hyp) -> tuple[list[int], list[float], list[int]]:
+        """Tokens without eos, their log-probs and their attention argmax frames."""
+        out_t, out_l, out_f = [], [], []
+        for t, lp, (start, weights) in zip(hyp.tokens, hyp.logps, hyp.align):
+            if t != self.tok.eos_id:
+                out_t.append(t)
+                out_l.append(lp)
+                out_f.append(start + int(np.argmax(weights)))
+        return out_t, out_l, out_f
+
+    def _words(self, tokens: list[int], logps: list[float], frames: list[int], offset_s: float) -> list[WordTiming]:
+        words, current = [], []  # current: indices of the word's tokens
+        space = self.tok.vocab.index(" ")
+        for i, t in enumerate(tokens + [space]):
+            if t != space:
+                current.append(i)
+                continue
+            if current:
+                fs = self.info.frame_shift_s
+                start = offset_s + max(0, min(frames[j] for j in current)) * fs
+                end = offset_s + (max(frames[j] for j in current) + 1) * fs
+                conf = math.exp(float(np.mean([logps[j] for j in current])))
+                words.append(WordTiming(self.tok.decode([tokens[j] for j in current]), start, end, conf))
+            current = []
+        return words

@@ -1,0 +1,67 @@
+"""The shared, read-only Recognizer: ONNX sessions, model metadata, tokenizer, batchers.
+
+Built once at start-up. Per-segment state lives in SegmentRecognizer objects it hands
+out (`new_segment`); nothing here changes after `start()` except the batch queues.
+"""
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from service import metrics
+from service.pipeline.assembly import Assembler
+from service.pipeline.batcher import MicroBatcher
+from service.pipeline.decoder import DecodeOptions, DecoderGraph
+from service.pipeline.encoder import EncoderGraph
+from service.pipeline.model_info import ModelFileError, ModelInfo, create_session
+from service.pipeline.recognition import SegmentRecognizer
+from service.pipeline.tokenizer import CharTokenizer
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL_DIR = Path(__file__).parent / "models" / "default"
+DECODER_BATCH_AXES = {k: 0 for k in ("token", "h", "c", "att_prev", "enc", "keys", "mask",
+                                     "logp", "new_h", "new_c", "att")}
+
+
+class Recognizer:
+    def __init__(self, model_dir: Path = DEFAULT_MODEL_DIR, *, inference_threads: int = 2,
+                 batch_max_size: int = 64, batch_max_wait_ms: float = 0.0, chunk_frames: int = 16) -> None:
+        model_dir = Path(model_dir)
+        enc_session = create_session(model_dir / "encoder.onnx")
+        dec_session = create_session(model_dir / "decoder.onnx")
+        self.info = ModelInfo.from_session(enc_session)
+        if ModelInfo.from_session(dec_session).version != self.info.version:
+            raise ModelFileError(f"encoder and decoder in {model_dir} come from different model versions")
+        self.model_dir = model_dir
+        self.chunk_frames = chunk_frames  # feature frames per encoder call (10 ms each)
+        self.tokenizer = CharTokenizer(self.info.vocab)
+        self.encoder = EncoderGraph(enc_session, self.info)
+        self.decoder = DecoderGraph(dec_session)
+        self.assembler = Assembler(self.info, self.tokenizer)
+        self._executor = ThreadPoolExecutor(inference_threads, thread_name_prefix="onnx")
+        wait_s = batch_max_wait_ms / 1000
+        self.encoder_batcher = MicroBatcher("encoder", self.encoder.run, self.encoder.batch_axes(), self._executor,
+                                            inference_threads, batch_max_size, wait_s, metrics.ENCODER_BATCH_SIZE)
+        self.decoder_batcher = MicroBatcher("decoder", self.decoder.run, DECODER_BATCH_AXES, self._executor,
+                                            inference_threads, batch_max_size, wait_s, metrics.DECODER_BATCH_SIZE)
+        log.info("model loaded", extra={"model_dir": str(model_dir), "version": self.info.version,
+                                        "window": [self.info.window_back, self.info.window_size]})
+
+    @classmethod
+    def load(cls, model_dir: Path | None = None, **kwargs) -> "Recognizer":
+        return cls(model_dir or DEFAULT_MODEL_DIR, **kwargs)
+
+    async def start(self) -> None:
+        """Start the micro-batching workers (call from the serving event loop)."""
+        self.encoder_batcher.start()
+        self.decoder_batcher.start()
+
+    async def close(self) -> None:
+        await self.encoder_batcher.close()
+        await self.decoder_batcher.close()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def new_segment(self, offset_s: float, options: DecodeOptions = DecodeOptions()) -> SegmentRecognizer:
+        return SegmentRecognizer(self, offset_s, options)
