@@ -1,0 +1,116 @@
+"""Dev-set word error rate of a trained model, decoded four ways.
+
+    python -m model_export.evaluate --manifest data/corpus/dev.jsonl --model-dir service/models/default \
+        --checkpoint runs/default/final.pt [--int8-dir runs/default/int8] [--limit 300]
+
+- full attention, offline (PyTorch, greedy): the upper reference for the windowed decoders
+- windowed attention, offline (ONNX, the service's decoder over a whole segment)
+- windowed attention, streaming (ONNX, audio fed in 100 ms pieces, the service's SegmentRecognizer)
+- the same streaming decode on the int8 graphs, when given
+Each utterance is one segment (no VAD): this measures the model, bench/ measures the service.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import jiwer
+import numpy as np
+
+from model_export.data import load_audio, read_manifest
+from service.pipeline.decoder import DecodeOptions, decode_offline
+from service.pipeline.encoder import FeatureChunker, FrameStore
+from service.pipeline.features import FeatureExtractor, compute_features
+from service.recognizer import Recognizer
+
+
+def windowed_offline(rec: Recognizer, audio: np.ndarray, options: DecodeOptions) -> str:
+    chunker, store, state = FeatureChunker(rec.info, rec.chunk_frames), FrameStore(rec.info), rec.encoder.zero_state()
+    fe = FeatureExtractor(rec.info.features)
+    feats = np.concatenate([fe.process(audio), fe.flush()])
+    tail = []
+    chunks = chunker.push(feats)
+    if (last := chunker.flush()) is not None:
+        tail = [last]
+    for chunk in chunks + tail:
+        out, state = rec.encoder.split(rec.encoder.run(rec.encoder.inputs(chunk, state)))
+        store.append(out)
+    dec = decode_offline(rec.decoder, rec.info, store, options)
+    return rec.assembler.hypothesis(dec, store.length, 0.0, True, False).text
+
+
+async def windowed_streaming(rec: Recognizer, audio: np.ndarray, options: DecodeOptions, piece: int = 1600) -> str:
+    seg = rec.new_segment(0.0, options)
+    for i in range(0, len(audio), piece):
+        await seg.accept(audio[i:i + piece])
+    return (await seg.finish()).text
+
+
+def full_attention(checkpoint: Path, audios: list[np.ndarray]) -> list[str]:
+    import torch
+
+    from model_export.export import load_checkpoint
+    from model_export.train import greedy_decode
+    from service.pipeline.tokenizer import CharTokenizer
+
+    model = load_checkpoint(checkpoint)
+    tok = CharTokenizer(model.cfg.vocab)
+    out = []
+    for audio in audios:
+        feats = compute_features(audio)
+        pad = -len(feats) % model.cfg.subsampling
+        x = torch.from_numpy(np.pad(feats, ((0, pad), (0, 0))))[None]
+        out.append(tok.decode(greedy_decode(model, x, torch.tensor([len(feats)]), tok)[0]))
+    return out
+
+
+def score(refs: list[str], hyps: list[str]) -> dict:
+    return {"wer": round(jiwer.wer(refs, hyps), 4), "cer": round(jiwer.cer(refs, hyps), 4)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--manifest", type=Path, required=True)
+    p.add_argument("--model-dir", type=Path, required=True)
+    p.add_argument("--checkpoint", type=Path, help="PyTorch checkpoint for the full-attention reference")
+    p.add_argument("--int8-dir", type=Path)
+    p.add_argument("--limit", type=int, default=0)
+    p.add_argument("--beam", type=int, default=1)
+    p.add_argument("--json-out", type=Path)
+    args = p.parse_args()
+    utts = read_manifest(args.manifest)
+    utts = utts[: args.limit] if args.limit else utts
+    audios = [load_audio(u.path) for u in utts]
+    refs = [u.text for u in utts]
+    hours = sum(len(a) for a in audios) / 16000 / 3600
+    report: dict = {"manifest": str(args.manifest), "utterances": len(utts), "hours": round(hours, 3),
+                    "beam": args.beam}
+    options = DecodeOptions(beam_size=args.beam)
+    if args.checkpoint:
+        report["full_attention_offline"] = score(refs, full_attention(args.checkpoint, audios))
+    rec = Recognizer(args.model_dir, inference_threads=1)
+    t0 = time.perf_counter()
+    report["windowed_offline"] = score(refs, [windowed_offline(rec, a, options) for a in audios])
+    report["windowed_offline"]["rtf_1thread"] = round((time.perf_counter() - t0) / (hours * 3600), 4)
+    hyps = asyncio.run(_stream_all(rec, audios, options))
+    report["windowed_streaming"] = score(refs, hyps)
+    report["examples"] = [{"ref": r, "hyp": h} for r, h in list(zip(refs, hyps))[:5]]
+    if args.int8_dir:
+        rec8 = Recognizer(args.int8_dir, inference_threads=1)
+        t0 = time.perf_counter()
+        report["windowed_offline_int8"] = score(refs, [windowed_offline(rec8, a, options) for a in audios])
+        report["windowed_offline_int8"]["rtf_1thread"] = round((time.perf_counter() - t0) / (hours * 3600), 4)
+    print(json.dumps(report, indent=2))
+    if args.json_out:
+        args.json_out.write_text(json.dumps(report, indent=2))
+
+
+async def _stream_all(rec: Recognizer, audios: list[np.ndarray], options: DecodeOptions) -> list[str]:
+    return [await windowed_streaming(rec, a, options) for a in audios]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""Tiny end-to-end recipe: synthesize a corpus, train, stop, resume, export, decode with the service."""
+from __future__ import annotations
+
+import asyncio
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from model_export import corpus, voices  # noqa: E402
+from model_export.data import read_manifest  # noqa: E402
+from model_export.export import export, load_checkpoint  # noqa: E402
+from model_export.train import main as train_main  # noqa: E402
+from service.pipeline.decoder import DecodeOptions  # noqa: E402
+from service.recognizer import Recognizer  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory):
+    out = tmp_path_factory.mktemp("corpus")
+    corpus.build(out, n_train=16, n_dev=4, workers=1, seed=7)
+    return out
+
+
+def test_corpus_is_split_by_voice_and_never_uses_reserved_voices(tiny_corpus):
+    rows = {s: [json.loads(line) for line in (tiny_corpus / f"{s}.jsonl").read_text().splitlines()]
+            for s in ("train", "dev")}
+    assert len(rows["train"]) == 16 and len(rows["dev"]) == 4
+    train_voices, dev_voices = {r["voice"] for r in rows["train"]}, {r["voice"] for r in rows["dev"]}
+    assert not train_voices & dev_voices
+    for v in train_voices | dev_voices:
+        assert not any(r in v for r in voices.RESERVED)
+    assert not {r["text"] for r in rows["train"]} & {r["text"] for r in rows["dev"]}
+    for r in rows["train"]:
+        assert r["duration"] > 0.3 and set(r["text"]) <= set("abcdefghijklmnopqrstuvwxyz' ")
+
+
+def test_corpus_build_resumes(tiny_corpus):
+    before = (tiny_corpus / "train.jsonl").read_text()
+    corpus.build(tiny_corpus, n_train=16, n_dev=4, workers=1, seed=7)  # nothing left to do
+    assert (tiny_corpus / "train.jsonl").read_text() == before
+    with pytest.raises(ValueError, match="reserved"):
+        voices.check_not_reserved("mb-us2")
+
+
+def test_kaldi_data_dir_is_accepted(tiny_corpus, tmp_path):
+    rows = [json.loads(line) for line in (tiny_corpus / "dev.jsonl").read_text().splitlines()]
+    (tmp_path / "wav.scp").write_text("".join(f"u{i} {r['audio_filepath']}\n" for i, r in enumerate(rows)))
+    (tmp_path / "text").write_text("".join(f"u{i} {r['text'].upper()} 42\n" for i, r in enumerate(rows)))
+    utts = read_manifest(tmp_path)
+    assert [u.text for u in utts] == [f"{r['text']} forty two" for r in rows]
+    assert all(u.duration > 0 for u in utts)
+
+
+def test_train_resume_export_decode(tiny_corpus, tmp_path):
+    out = tmp_path / "run"
+    common = ["--train", str(tiny_corpus / "train.jsonl"), "--dev", str(tiny_corpus / "dev.jsonl"),
+              "--out", str(out), "--size", "tiny", "--ckpt-every", "5", "--eval-every", "1000",
+              "--window-from", "8", "--warmup", "2", "--threads", "1", "--workers", "1", "--dev-utts", "4",
+              "--max-frames", "3000"]
+    train_main(common + ["--steps", "10"])
+    assert sorted(p.name for p in out.glob("ckpt-*.pt")) == ["ckpt-10.pt", "ckpt-5.pt"]
+    first = torch.load(out / "ckpt-10.pt", weights_only=False)
+    train_main(common + ["--steps", "15"])  # resumes from step 10, does 5 more
+    resumed = torch.load(out / "ckpt-15.pt", weights_only=False)
+    assert resumed["step"] == 15
+    assert not torch.equal(first["model"]["decoder.output.weight"], resumed["model"]["decoder.output.weight"])
+    model = load_checkpoint(out / "final.pt")
+    export(model, tmp_path / "onnx", {"training_data": "tiny test corpus"})
+    rec = Recognizer(tmp_path / "onnx", inference_threads=1)
+
+    async def decode():
+        seg = rec.new_segment(0.0, DecodeOptions(return_attention=True))
+        await seg.accept(np.zeros(8000, np.float32))
+        return await seg.finish()
+
+    hyp = asyncio.run(decode())
+    assert hyp.attention is not None and hyp.attention.weights.shape[0] == len(hyp.attention.tokens)
+    assert hyp.end_s == pytest.approx(0.5, abs=0.05)
