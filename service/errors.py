@@ -69,12 +69,6 @@ class NotReady(SttError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
-class Unauthenticated(SttError):
-    """Missing or wrong bearer token (UNAUTHENTICATED)."""
-
-    code = grpc.StatusCode.UNAUTHENTICATED
-
-
 def _outcome(code: grpc.StatusCode) -> str:
     if code == grpc.StatusCode.OK:
         return "ok"

@@ -5,6 +5,8 @@ Names follow docs/ARCHITECTURE.md; the deployment's alerts and dashboard use the
 """
 from __future__ import annotations
 
+from http.server import ThreadingHTTPServer
+
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 # Latency buckets in seconds: partial/final results are expected within tens to hundreds of ms.
@@ -57,7 +59,7 @@ INFERENCE_SECONDS = Histogram(
 )
 
 
-def serve_metrics(port: int, host: str = "0.0.0.0", registry: CollectorRegistry = REGISTRY) -> int:
-    """Start the /metrics HTTP server in a daemon thread; returns the bound port (0 picks one)."""
+def serve_metrics(port: int, host: str = "0.0.0.0", registry: CollectorRegistry = REGISTRY) -> ThreadingHTTPServer:
+    """Serve /metrics over HTTP from a daemon thread; port 0 picks a free one (see ``server_port``)."""
     server, _thread = start_http_server(port, addr=host, registry=registry)
-    return int(server.server_port)
+    return server

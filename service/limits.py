@@ -1,0 +1,80 @@
+"""Per-server admission (max concurrent streams) and per-stream time limits.
+
+``Admission`` refuses a recognition RPC when the model is not loaded yet, the
+server is draining, or ``max_streams`` are already running, and keeps the
+``stt_active_streams`` gauge. ``read_requests`` reads a request stream with
+an idle timeout (audio stopped arriving) and a wall-clock deadline (stream too
+long); both end the RPC with OUT_OF_RANGE through the domain errors.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from typing import TypeVar
+
+from service import metrics
+from service.errors import AtCapacity, AudioTimeout, NotReady, StreamTooLong
+
+T = TypeVar("T")
+
+
+class Admission:
+    """Counts running recognition RPCs; one per server, used from the event loop only."""
+
+    def __init__(self, max_streams: int) -> None:
+        self.max_streams = max_streams
+        self.active = 0
+        self.ready = False  # set once the model is loaded
+        self.draining = False  # set on SIGTERM
+        metrics.MAX_STREAMS.set(max_streams)
+        metrics.ACTIVE_STREAMS.set(0)
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold one stream slot for the body; raises NotReady / AtCapacity instead."""
+        if self.draining:
+            metrics.REJECTED_STREAMS_TOTAL.labels(reason="draining").inc()
+            raise NotReady("the server is shutting down; retry on another replica")
+        if not self.ready:
+            metrics.REJECTED_STREAMS_TOTAL.labels(reason="loading").inc()
+            raise NotReady("the model is still loading; retry shortly")
+        if self.active >= self.max_streams:
+            metrics.REJECTED_STREAMS_TOTAL.labels(reason="capacity").inc()
+            raise AtCapacity(f"the server is at capacity ({self.max_streams} concurrent streams); retry later")
+        self.active += 1
+        metrics.ACTIVE_STREAMS.inc()
+        try:
+            yield
+        finally:
+            self.active -= 1
+            metrics.ACTIVE_STREAMS.dec()
+
+
+async def read_requests(requests: AsyncIterator[T], idle_timeout_s: float, max_seconds: float) -> AsyncIterator[T]:
+    """Yield client messages until the client half-closes.
+
+    Raises AudioTimeout when no message arrives for ``idle_timeout_s`` and
+    StreamTooLong once ``max_seconds`` of wall time have passed.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + max_seconds
+    iterator = aiter(requests)
+    while True:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise StreamTooLong(f"exceeded the maximum stream duration of {max_seconds:g} seconds; open a new stream")
+        try:
+            message = await asyncio.wait_for(anext(iterator), timeout=min(idle_timeout_s, remaining))
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            if deadline - loop.time() <= 0:
+                raise StreamTooLong(
+                    f"exceeded the maximum stream duration of {max_seconds:g} seconds; open a new stream"
+                ) from None
+            raise AudioTimeout(
+                f"no audio received for {idle_timeout_s:g} seconds; send audio close to real time "
+                "and half-close the stream when done"
+            ) from None
+        yield message

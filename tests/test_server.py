@@ -1,0 +1,301 @@
+"""The real grpc.aio server on a loopback port, driven by a real gRPC client.
+
+Recognition here is the engine TEST DOUBLE (tests/engine_double.py: it counts
+samples, it is not a model); tests/test_end_to_end.py runs the real Recognizer.
+Every failure case runs beside a well-behaved stream that must be unaffected.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+from tests.engine_double import CountingRecognizer  # noqa: I001 - before service imports (stand-in module)
+from service.proto.stt.v1 import stt_pb2
+from tests.server_harness import (
+    BackgroundStream,
+    RunningServer,
+    final_texts,
+    make_settings,
+    speech_audio,
+    stream_requests,
+    streaming_config,
+)
+from tests.speech_audio import silence, to_linear16
+
+
+@pytest.fixture(scope="module")
+def audio() -> np.ndarray:
+    return speech_audio()
+
+
+@pytest.fixture(scope="module")
+def server():
+    running = RunningServer(make_settings(max_streams=20, idle_timeout_seconds=1.0), CountingRecognizer())
+    yield running
+    running.stop()
+
+
+def rpc_error(call) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return info.value
+
+
+def test_streaming_recognize(server, audio):
+    responses = list(server.stub().StreamingRecognize(stream_requests(audio)))
+    texts = final_texts(responses)
+    assert len(texts) == 2 and all(t.split()[-1].startswith("n") for t in texts)
+
+
+def test_google_service_name_is_served(server, audio):
+    channel = server.channel()
+    call = channel.stream_stream(
+        "/google.cloud.speech.v1.Speech/StreamingRecognize",
+        request_serializer=stt_pb2.StreamingRecognizeRequest.SerializeToString,
+        response_deserializer=stt_pb2.StreamingRecognizeResponse.FromString,
+    )
+    assert len(final_texts(call(stream_requests(audio)))) == 2
+
+
+def test_recognize_unary(server, audio):
+    config = streaming_config().config
+    response = server.stub().Recognize(
+        stt_pb2.RecognizeRequest(config=config, audio=stt_pb2.RecognitionAudio(content=to_linear16(audio)))
+    )
+    assert len(response.results) == 2
+    assert response.total_billed_time.seconds == int(np.ceil(len(audio) / 16000))
+
+
+def test_interim_results_and_events(server, audio):
+    config = streaming_config(interim_results=True, enable_voice_activity_events=True,
+                              config={"enable_word_time_offsets": True})
+    responses = list(server.stub().StreamingRecognize(stream_requests(audio, config)))
+    partials = [r for resp in responses for r in resp.results if not r.is_final]
+    assert {round(r.stability, 2) for r in partials} <= {0.9, 0.01} and partials
+    events = [r.speech_event_type for r in responses if r.speech_event_type]
+    Event = stt_pb2.StreamingRecognizeResponse
+    assert events == [Event.SPEECH_ACTIVITY_BEGIN, Event.SPEECH_ACTIVITY_END] * 2
+    finals = [r for resp in responses for r in resp.results if r.is_final]
+    assert finals[0].alternatives[0].words[0].end_time.ToNanoseconds() > 0
+
+
+def test_attention_alignment_on_request(server, audio):
+    config = streaming_config(config={"enable_attention_alignment": True})
+    responses = list(server.stub().StreamingRecognize(stream_requests(audio, config)))
+    alignment = next(r for resp in responses for r in resp.results if r.is_final).alternatives[0].attention_alignment
+    assert alignment.num_frames > 0
+    assert len(alignment.weights) == len(alignment.tokens) * alignment.num_frames
+
+
+def test_end_segment_control(server, audio):
+    stall = threading.Event()
+
+    def requests():
+        yield stt_pb2.StreamingRecognizeRequest(streaming_config=streaming_config())
+        yield stt_pb2.StreamingRecognizeRequest(audio_content=to_linear16(audio[: int(1.8 * 16000)]))
+        yield stt_pb2.StreamingRecognizeRequest(control=stt_pb2.StreamingControl(end_segment=True))
+        stall.wait(5)
+
+    responses = server.stub().StreamingRecognize(requests())
+    first = next(iter(responses))
+    stall.set()
+    assert first.results[0].is_final
+
+
+def test_single_utterance_ends_stream(server, audio):
+    config = streaming_config(single_utterance=True)
+    stall = threading.Event()
+    responses = list(server.stub().StreamingRecognize(stream_requests(audio, config, stall=stall)))
+    stall.set()
+    assert responses[0].speech_event_type == stt_pb2.StreamingRecognizeResponse.END_OF_SINGLE_UTTERANCE
+    assert len(final_texts(responses)) == 1
+
+
+# --- bad input: status code, helpful message, others unaffected ---------------------------------
+
+
+def bad_requests_first_audio():
+    yield stt_pb2.StreamingRecognizeRequest(audio_content=b"\x00\x01" * 100)
+
+
+@pytest.mark.parametrize(
+    "requests, message",
+    [
+        (lambda: bad_requests_first_audio(), "must carry streaming_config"),
+        (lambda: stream_requests(b"\x00" * 64, streaming_config(config={"sample_rate_hertz": 4000})), "8000..48000"),
+        (lambda: stream_requests(b"\x00" * 64, streaming_config(config={"encoding": stt_pb2.RecognitionConfig.MP3})),
+         "MP3 is not supported"),
+        (lambda: stream_requests(b"\x00" * 64, streaming_config(config={"language_code": "de-DE"})), "English"),
+        (lambda: stream_requests(b"\x00" * 64, streaming_config(config={"endpointing": {"vad_aggressiveness": 7}})),
+         "vad_aggressiveness"),
+        (lambda: stream_requests(b"this is not a wav file at all",
+                                 streaming_config(config={"encoding": stt_pb2.RecognitionConfig.ENCODING_UNSPECIFIED,
+                                                          "sample_rate_hertz": 0})), "WAV or FLAC header"),
+        (lambda: stream_requests(b"fLaC" + bytes(range(256)) * 4,
+                                 streaming_config(config={"encoding": stt_pb2.RecognitionConfig.FLAC,
+                                                          "sample_rate_hertz": 0})), "cannot decode FLAC"),
+    ],
+    ids=["first-not-config", "bad-rate", "unsupported-encoding", "language", "endpointing", "no-header", "corrupt-flac"],
+)
+def test_invalid_argument(server, audio, requests, message):
+    background = BackgroundStream(server, audio)
+    before = server.metric("stt_streams_total", {"code": "INVALID_ARGUMENT"})
+    err = rpc_error(lambda: list(server.stub().StreamingRecognize(requests())))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert message in err.details()
+    assert len(background.finish()) == 2
+    assert server.metric("stt_streams_total", {"code": "INVALID_ARGUMENT"}) == before + 1
+
+
+def test_recognize_uri_is_invalid(server):
+    request = stt_pb2.RecognizeRequest(
+        config=streaming_config().config, audio=stt_pb2.RecognitionAudio(uri="gs://bucket/file.wav")
+    )
+    err = rpc_error(lambda: server.stub().Recognize(request))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "audio.content" in err.details()
+
+
+def test_idle_timeout_is_out_of_range(server, audio):
+    background = BackgroundStream(server, audio)
+    stall = threading.Event()
+    started = time.monotonic()
+    err = rpc_error(lambda: list(server.stub().StreamingRecognize(stream_requests(audio[:8000], stall=stall))))
+    stall.set()
+    assert err.code() == grpc.StatusCode.OUT_OF_RANGE and "no audio received" in err.details()
+    assert 0.9 < time.monotonic() - started < 5
+    assert len(background.finish()) == 2
+
+
+def test_max_message_size(audio):
+    running = RunningServer(make_settings(max_message_bytes=16 * 1024), CountingRecognizer())
+    try:
+        background = BackgroundStream(running, audio)
+        err = rpc_error(lambda: list(running.stub().StreamingRecognize(stream_requests(audio, chunk_bytes=64 * 1024))))
+        assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert len(background.finish()) == 2
+    finally:
+        running.stop()
+
+
+def test_max_stream_duration(audio):
+    running = RunningServer(make_settings(max_stream_seconds=2.0), CountingRecognizer())
+    try:
+        background = BackgroundStream(running, audio[: int(1.5 * 16000)])
+        err = rpc_error(lambda: list(running.stub().StreamingRecognize(stream_requests(audio))))
+        assert err.code() == grpc.StatusCode.OUT_OF_RANGE and "maximum stream duration" in err.details()
+        background.finish()
+        # Wall-clock limit too: a stream that dribbles audio slowly is cut as well.
+        stall = threading.Event()
+        err = rpc_error(lambda: list(running.stub().StreamingRecognize(stream_requests(audio[:1600], stall=stall))))
+        stall.set()
+        assert err.code() == grpc.StatusCode.OUT_OF_RANGE
+    finally:
+        running.stop()
+
+
+def test_capacity_is_resource_exhausted(audio):
+    running = RunningServer(make_settings(max_streams=2), CountingRecognizer())
+    try:
+        stalls = [threading.Event(), threading.Event()]
+        held = [
+            running.stub().StreamingRecognize(stream_requests(audio[:16000], stall=stall)) for stall in stalls
+        ]
+        assert running.wait_metric("stt_active_streams", 2) == 2
+        assert running.metric("stt_max_streams") == 2
+        err = rpc_error(lambda: list(running.stub().StreamingRecognize(stream_requests(audio))))
+        assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "capacity" in err.details()
+        assert running.metric("stt_rejected_streams_total", {"reason": "capacity"}) >= 1
+        for stall in stalls:
+            stall.set()
+        for call in held:  # the held streams finish normally
+            list(call)
+        assert running.wait_metric("stt_active_streams", 0) == 0
+        assert len(final_texts(running.stub().StreamingRecognize(stream_requests(audio)))) == 2
+    finally:
+        running.stop()
+
+
+def test_cancellation_frees_the_session(server, audio):
+    background = BackgroundStream(server, audio)
+    stall = threading.Event()
+    call = server.stub().StreamingRecognize(stream_requests(audio[:24000], stall=stall))
+    assert server.wait_metric("stt_active_streams", 2) >= 2
+    call.cancel()
+    assert server.wait_metric("stt_active_streams", 1) <= 1  # freed while the client still "sends"
+    stall.set()
+    assert len(background.finish()) == 2
+    assert server.wait_metric("stt_active_streams", 0) == 0
+
+
+def test_cancellation_during_recognition_is_counted(audio):
+    # The engine double takes 200 ms per chunk, so the cancel lands mid-recognition.
+    # (A cancel that arrives while the server waits for audio looks like a half-close
+    # to grpc.aio at first; the session is freed either way, see the test above.)
+    engine = CountingRecognizer(delay_s=0.2)
+    running = RunningServer(make_settings(), engine)
+    try:
+        before = running.metric("stt_streams_total", {"outcome": "cancelled"})  # counters are per process
+        call = running.stub().StreamingRecognize(stream_requests(audio))
+        deadline = time.monotonic() + 10
+        while not (engine.segments and engine.segments[-1].chunks) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        call.cancel()
+        assert running.wait_metric("stt_active_streams", 0) == 0
+        assert running.wait_metric("stt_streams_total", before + 1, labels={"outcome": "cancelled"}) == before + 1
+        assert not engine.segments[-1].finished  # no final computed for a cancelled stream
+    finally:
+        running.stop()
+
+
+# --- health and reflection ----------------------------------------------------------------------
+
+
+def health_status(running: RunningServer, service: str = "") -> int:
+    stub = health_pb2_grpc.HealthStub(running.channel())
+    return stub.Check(health_pb2.HealthCheckRequest(service=service)).status
+
+
+def test_health_and_reflection(server):
+    assert health_status(server) == health_pb2.HealthCheckResponse.SERVING
+    assert health_status(server, "stt.v1.Speech") == health_pb2.HealthCheckResponse.SERVING
+    database = ProtoReflectionDescriptorDatabase(server.channel())
+    services = set(database.get_services())
+    assert {"stt.v1.Speech", "grpc.health.v1.Health"} <= services
+    descriptor = database.FindFileContainingSymbol("stt.v1.Speech")
+    assert "stt.v1" == descriptor.package
+
+
+def test_not_serving_while_loading(audio):
+    running = RunningServer(make_settings(), engine=None)
+    try:
+        assert health_status(running) == health_pb2.HealthCheckResponse.NOT_SERVING
+        err = rpc_error(lambda: list(running.stub().StreamingRecognize(stream_requests(audio[:1600]))))
+        assert err.code() == grpc.StatusCode.UNAVAILABLE and "loading" in err.details()
+        running.run(running.server.set_engine(CountingRecognizer()))
+        assert health_status(running) == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        running.stop()
+
+
+def test_drain_finishes_in_flight_streams(audio):
+    running = RunningServer(make_settings(), CountingRecognizer())
+    try:
+        background = BackgroundStream(running, audio, pace_s=0.05)  # about 3 s of sending
+        draining = running.submit(running.server.drain(10.0))
+        time.sleep(0.3)
+        try:  # NOT_SERVING, or refused outright once grpc stops taking new calls
+            assert health_status(running) == health_pb2.HealthCheckResponse.NOT_SERVING
+        except grpc.RpcError as err:
+            assert err.code() == grpc.StatusCode.UNAVAILABLE
+        err = rpc_error(lambda: list(running.stub().StreamingRecognize(stream_requests(silence(0.1)))))
+        assert err.code() == grpc.StatusCode.UNAVAILABLE
+        assert len(background.finish()) == 2  # the in-flight stream completed
+        draining.result(15)
+    finally:
+        running.stop()
