@@ -31,7 +31,12 @@ def load_recognizer(settings: Settings):
             f"no model directory at {settings.model_dir}: set STT_MODEL_DIR (or --model-dir) to a folder "
             "exported by model_export, or install a package that bundles service/models/default"
         )
-    return Recognizer.load(settings.model_dir, settings)
+    return Recognizer.load(
+        settings.model_dir,
+        inference_threads=settings.inference_threads,
+        batch_max_size=settings.batch_max_size,
+        batch_max_wait_ms=settings.batch_max_wait_ms,
+    )
 
 
 async def _first(*aws: asyncio.Future) -> None:

@@ -8,45 +8,16 @@ can be tested before, and independently of, the real Recognizer. Its
 started 0.5 s of segment audio, then ``n<samples>`` (the exact count of 16 kHz
 samples the segment received) in the final. Tests use that to check that audio
 reaches the engine whole, in order, and without duplication.
-
-If ``service.pipeline.recognition`` (the real module, owned by the model
-teammate) is not there yet, a stand-in module holding only ``DecodeOptions``
-is registered so that ``service.session`` imports; once the real module
-exists it is used and the stand-in is never made.
 """
 from __future__ import annotations
 
 import asyncio
-import importlib
-import sys
-import types
 from dataclasses import dataclass, field
 
 import numpy as np
 
 WORD_SECONDS = 0.5
 RATE = 16000
-
-
-def _ensure_recognition_module() -> None:
-    try:
-        importlib.import_module("service.pipeline.recognition")
-    except ModuleNotFoundError as err:
-        if err.name != "service.pipeline.recognition":
-            raise
-
-        @dataclass(frozen=True)
-        class DecodeOptions:  # stand-in: the two fields ARCHITECTURE.md names
-            beam_size: int = 1
-            return_attention: bool = False
-
-        module = types.ModuleType("service.pipeline.recognition")
-        module.DecodeOptions = DecodeOptions
-        module.__doc__ = "TEST STAND-IN made by tests/engine_double.py (real module not present)."
-        sys.modules["service.pipeline.recognition"] = module
-
-
-_ensure_recognition_module()
 
 
 @dataclass

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 import urllib.request
@@ -19,6 +20,12 @@ from tests.speech_audio import to_linear16, utterances
 
 RATE = 16000
 CHUNK_BYTES = 3200  # 100 ms of 16 kHz LINEAR16
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def make_settings(**overrides: Any) -> Settings:
@@ -40,6 +47,7 @@ class RunningServer:
         self.port = self.run(self.server.start())
         self.metrics_port = self.server.metrics_port
         if engine is not None:
+            self.run(engine.start())  # the real Recognizer starts its batchers on the serving loop
             self.run(self.server.set_engine(engine))
         self.address = f"127.0.0.1:{self.port}"
 
@@ -53,6 +61,8 @@ class RunningServer:
     def stop(self) -> None:
         if self._loop.is_running():
             self.run(self.server.drain(0))
+            if self.engine is not None:
+                self.run(self.engine.close())
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(5)
 

@@ -15,7 +15,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
-from tests.engine_double import CountingRecognizer  # noqa: I001 - before service imports (stand-in module)
+from tests.engine_double import CountingRecognizer
 from service.proto.stt.v1 import stt_pb2
 from tests.server_harness import (
     BackgroundStream,

@@ -6,7 +6,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from tests.engine_double import CountingRecognizer  # noqa: I001 - before service.session (stand-in module)
+from tests.engine_double import CountingRecognizer
 from service.errors import InvalidConfig, StreamTooLong
 from service.pipeline.audio import AudioFormat, Encoding
 from service.pipeline.vad import EndpointSettings
