@@ -1,0 +1,1 @@
+"""Command-line client (stt-client) over the public gRPC API only."""
