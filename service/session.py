@@ -15,6 +15,7 @@ The session never touches gRPC and is closed in ``finally`` by its owner.
 """
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import math
@@ -38,6 +39,10 @@ STABLE_STABILITY = 0.9  # the recognizer's committed prefix: it will not change
 UNSTABLE_STABILITY = 0.01  # the tail after it: likely to change
 MAX_ALTERNATIVES = 10
 MAX_BEAM_SIZE = 16
+# Inputs at least this big (about 8 s of 16 kHz 16-bit audio) are decoded and
+# segmented in a worker thread so that a whole-file request does not stall the
+# event loop that all streams share.
+_OFF_LOOP_BYTES = 256 * 1024
 
 
 class SegmentRecognizer(Protocol):
@@ -167,6 +172,22 @@ class _Channel:
         self.last_end_sample = 0
 
 
+def _segment(channel: _Channel, samples: np.ndarray) -> list[VadEvent]:
+    """Resample and segment one channel's new samples."""
+    return channel.vad.process(channel.resampler.process(samples))
+
+
+async def _off_loop_if_large(size: int, fn, *args):
+    """Run fn here for stream-sized chunks; in a worker thread for whole files.
+
+    The session is driven by one task at a time, so its state is never touched
+    concurrently; other streams' tasks keep running meanwhile.
+    """
+    if size < _OFF_LOOP_BYTES:
+        return fn(*args)
+    return await asyncio.to_thread(fn, *args)
+
+
 class StreamSession:
     """All per-stream state of one recognition RPC. Not thread-safe; one task drives it."""
 
@@ -201,7 +222,8 @@ class StreamSession:
         if self.done or not data:
             return []
         received_at = time.monotonic() if received_at is None else received_at
-        outputs = await self._feed(self._decoder.process(data), received_at)
+        samples = await _off_loop_if_large(len(data), self._decoder.process, data)
+        outputs = await self._feed(samples, received_at)
         return outputs + self._check_voice_timeouts()
 
     async def end_segment(self, received_at: float | None = None) -> list[StreamOutput]:
@@ -217,7 +239,9 @@ class StreamSession:
         received_at = time.monotonic() if received_at is None else received_at
         if self.done:
             return []
-        outputs = await self._feed(self._decoder.flush(), received_at)
+        # Buffered FLAC/Ogg are decoded here, all at once: keep that off the event loop.
+        samples = await asyncio.to_thread(self._decoder.flush) if self.buffers_until_end else self._decoder.flush()
+        outputs = await self._feed(samples, received_at)
         for channel in self._channels:
             if self.done:
                 break
@@ -261,7 +285,7 @@ class StreamSession:
         for channel, column in zip(self._channels, columns):
             if self.done:
                 break
-            events = channel.vad.process(channel.resampler.process(column))
+            events = await _off_loop_if_large(column.nbytes, _segment, channel, column)
             outputs += await self._handle(channel, events, received_at)
         return outputs
 
