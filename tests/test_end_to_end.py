@@ -222,3 +222,19 @@ def test_process_rejects_bad_settings():
         [sys.executable, "-m", "service", "--port", "70000"], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 2 and "STT_PORT" in result.stderr
+
+
+def test_client_heatmap_and_mulaw_stream(server, audio, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    from service.client import cli
+
+    wav = tmp_path / "speech.wav"
+    wav.write_bytes(to_container(audio, 16000, "WAV", "PCM_16"))
+    png = tmp_path / "attention.png"
+    assert cli.main(["--server", server.address, "recognize", str(wav), "--words", "--heatmap", str(png)]) == 0
+    assert png.stat().st_size > 1000 and png.read_bytes()[:4] == b"\x89PNG"
+    # 8 kHz mu-law telephone audio, streamed in 20 ms messages.
+    ulaw = to_container(audio[::2].copy(), 8000, "RAW", "ULAW")
+    config = streaming_config(config={"encoding": stt_pb2.RecognitionConfig.MULAW, "sample_rate_hertz": 8000})
+    texts = final_texts(server.stub().StreamingRecognize(stream_requests(ulaw, config, chunk_bytes=160)))
+    assert len(texts) == 2
