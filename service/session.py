@@ -228,6 +228,8 @@ class StreamSession:
 
     async def end_segment(self, received_at: float | None = None) -> list[StreamOutput]:
         """Client control: end the current segment of every channel now."""
+        if self.done:
+            return []
         received_at = time.monotonic() if received_at is None else received_at
         outputs: list[StreamOutput] = []
         for channel in self._channels:
