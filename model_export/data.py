@@ -22,7 +22,6 @@ import torch
 
 from model_export.text import normalize
 from service.pipeline.features import FeatureConfig, compute_features
-from service.pipeline.tokenizer import CharTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +65,9 @@ def _featurize(path: str) -> np.ndarray:
 class FeatureSet:
     """Features (float16, 58 MB per hour) and token ids for every utterance, cached on disk."""
 
-    def __init__(self, utts: list[Utterance], tokenizer: CharTokenizer, cache: Path | None, workers: int) -> None:
+    def __init__(self, utts: list[Utterance], text_encoder, cache: Path | None, workers: int) -> None:
         self.utts = utts
-        self.tokens = [tokenizer.encode(u.text) for u in utts]
+        self.tokens = [text_encoder.encode(u.text) for u in utts]  # CharEncoder or BpeEncoder
         if cache is not None and cache.exists():
             data = np.load(cache)
             flat, offsets = data["feats"], data["offsets"]

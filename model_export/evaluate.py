@@ -54,10 +54,10 @@ def full_attention(checkpoint: Path, audios: list[np.ndarray]) -> list[str]:
 
     from model_export.export import load_checkpoint
     from model_export.train import greedy_decode
-    from service.pipeline.tokenizer import CharTokenizer
+    from service.pipeline.tokenizer import Tokenizer
 
     model = load_checkpoint(checkpoint)
-    tok = CharTokenizer(model.cfg.vocab)
+    tok = Tokenizer(model.cfg.vocab)
     out = []
     for audio in audios:
         feats = compute_features(audio)

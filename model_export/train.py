@@ -28,7 +28,8 @@ import torch.nn.functional as F
 
 from model_export.data import Batch, FeatureSet, collate, make_batches, read_manifest
 from model_export.model import MASK_VALUE, AttentionModel, ModelConfig
-from service.pipeline.tokenizer import CharTokenizer
+from model_export.bpe import CharEncoder, train_bpe
+from service.pipeline.tokenizer import Tokenizer
 
 log = logging.getLogger("train")
 
@@ -85,7 +86,7 @@ def spec_augment(feats: torch.Tensor, lens: torch.Tensor, mean: torch.Tensor, rn
     return feats
 
 
-def compute_loss(model: AttentionModel, batch: Batch, tok: CharTokenizer, step: int, args, windowed: bool,
+def compute_loss(model: AttentionModel, batch: Batch, tok: Tokenizer, step: int, args, windowed: bool,
                  rng: random.Random) -> tuple[torch.Tensor, dict]:
     sub = model.cfg.subsampling
     feats = batch.feats
@@ -119,7 +120,7 @@ def compute_loss(model: AttentionModel, batch: Batch, tok: CharTokenizer, step: 
 
 
 @torch.no_grad()
-def greedy_decode(model: AttentionModel, feats: torch.Tensor, lens: torch.Tensor, tok: CharTokenizer,
+def greedy_decode(model: AttentionModel, feats: torch.Tensor, lens: torch.Tensor, tok: Tokenizer,
                   max_tokens_per_frame: float = 1.5) -> list[list[int]]:
     """Full-attention greedy decoding in PyTorch (training-time dev check only)."""
     enc = model.encoder(feats)
@@ -145,7 +146,7 @@ def greedy_decode(model: AttentionModel, feats: torch.Tensor, lens: torch.Tensor
 
 
 @torch.no_grad()
-def ctc_greedy(model: AttentionModel, feats: torch.Tensor, lens: torch.Tensor, tok: CharTokenizer) -> list[list[int]]:
+def ctc_greedy(model: AttentionModel, feats: torch.Tensor, lens: torch.Tensor, tok: Tokenizer) -> list[list[int]]:
     enc = model.encoder(feats)
     logp, _ = model.encoder.heads(enc)
     enc_lens = -(-lens // model.cfg.subsampling)
@@ -160,7 +161,7 @@ def ctc_greedy(model: AttentionModel, feats: torch.Tensor, lens: torch.Tensor, t
     return out
 
 
-def evaluate(model: AttentionModel, dev: FeatureSet, tok: CharTokenizer, n: int) -> dict:
+def evaluate(model: AttentionModel, dev: FeatureSet, tok: Tokenizer, n: int) -> dict:
     model.eval()
     refs, att_hyps, ctc_hyps = [], [], []
     idx = list(range(min(n, len(dev))))
@@ -188,7 +189,15 @@ def average_checkpoints(paths: list[Path]) -> dict:
     return avg
 
 
-def build_model(args, tok: CharTokenizer) -> AttentionModel:
+def build_encoder(args, train_utts):
+    """Text -> ids for training: characters or a sentencepiece BPE learned from the train transcripts."""
+    if args.tokens == "char":
+        return CharEncoder()
+    size = int(args.tokens.removeprefix("bpe"))
+    return train_bpe([u.text for u in train_utts], args.out / f"bpe{size}", size)
+
+
+def build_model(args, tok: Tokenizer) -> AttentionModel:
     cfg = ModelConfig(vocab=list(tok.vocab), window_back=args.window_back, window_size=args.window_size,
                       **SIZES[args.size])
     return AttentionModel(cfg)
@@ -200,6 +209,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dev", type=Path, required=True)
     p.add_argument("--out", type=Path, default=Path("runs/default"))
     p.add_argument("--size", choices=sorted(SIZES), default="default")
+    p.add_argument("--tokens", default="bpe256", help="'char' or 'bpeN' (sentencepiece BPE with N pieces)")
     p.add_argument("--steps", type=int, default=6000)
     p.add_argument("--window-from", type=int, default=5000, help="step where windowed fine-tuning starts")
     p.add_argument("--window-back", type=int, default=4)
@@ -226,9 +236,11 @@ def train(args: argparse.Namespace) -> Path:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
-    tok = CharTokenizer()
-    train_set = FeatureSet(read_manifest(args.train), tok, args.out / "cache" / "train_feats.npz", args.workers)
-    dev_set = FeatureSet(read_manifest(args.dev), tok, args.out / "cache" / "dev_feats.npz", args.workers)
+    train_utts = read_manifest(args.train)
+    encoder = build_encoder(args, train_utts)
+    tok = encoder.tokenizer
+    train_set = FeatureSet(train_utts, encoder, args.out / "cache" / "train_feats.npz", args.workers)
+    dev_set = FeatureSet(read_manifest(args.dev), encoder, args.out / "cache" / "dev_feats.npz", args.workers)
     model = build_model(args, tok)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-6)
     step, epoch, pos = 0, 0, 0

@@ -16,7 +16,7 @@ from service.pipeline.decoder import DecodeOptions, DecoderGraph
 from service.pipeline.encoder import EncoderGraph
 from service.pipeline.model_info import ModelFileError, ModelInfo, create_session
 from service.pipeline.recognition import SegmentRecognizer
-from service.pipeline.tokenizer import CharTokenizer
+from service.pipeline.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class Recognizer:
             raise ModelFileError(f"encoder and decoder in {model_dir} come from different model versions")
         self.model_dir = model_dir
         self.chunk_frames = chunk_frames  # feature frames per encoder call (10 ms each)
-        self.tokenizer = CharTokenizer(self.info.vocab)
+        self.tokenizer = Tokenizer(self.info.vocab)
         self.encoder = EncoderGraph(enc_session, self.info)
         self.decoder = DecoderGraph(dec_session)
         self.assembler = Assembler(self.info, self.tokenizer)

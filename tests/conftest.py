@@ -13,10 +13,10 @@ def export_tiny_model(out: Path, seed: int = 0) -> Path:
     from model_export.export import export
     from model_export.model import AttentionModel, ModelConfig
     from model_export.train import SIZES
-    from service.pipeline.tokenizer import CharTokenizer
+    from service.pipeline.tokenizer import Tokenizer
 
     torch.manual_seed(seed)
-    model = AttentionModel(ModelConfig(vocab=list(CharTokenizer().vocab), **SIZES["tiny"]))
+    model = AttentionModel(ModelConfig(vocab=list(Tokenizer().vocab), **SIZES["tiny"]))
     # Random weights give near-uniform attention; sharpen the decoder so it moves forward.
     with torch.no_grad():
         model.decoder.energy.weight.mul_(20.0)

@@ -11,13 +11,13 @@ from model_export.model import AttentionModel, ModelConfig  # noqa: E402
 from model_export.parity import decoder_max_error, encoder_max_error  # noqa: E402
 from model_export.train import SIZES  # noqa: E402
 from service.pipeline.model_info import ModelInfo, create_session  # noqa: E402
-from service.pipeline.tokenizer import CharTokenizer  # noqa: E402
+from service.pipeline.tokenizer import Tokenizer  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     torch.manual_seed(3)
-    model = AttentionModel(ModelConfig(vocab=list(CharTokenizer().vocab), **SIZES["tiny"])).eval()
+    model = AttentionModel(ModelConfig(vocab=list(Tokenizer().vocab), **SIZES["tiny"])).eval()
     with torch.no_grad():  # non-trivial normalization so it is exercised
         model.encoder.feat_mean.uniform_(5, 12)
         model.encoder.feat_inv_std.uniform_(0.2, 0.5)

@@ -13,7 +13,7 @@ import numpy as np
 
 from service.pipeline.decoder import Hyp, WindowedDecoder, alignment_matrix
 from service.pipeline.model_info import ModelInfo
-from service.pipeline.tokenizer import CharTokenizer
+from service.pipeline.tokenizer import Tokenizer
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class Hypothesis:
 class Assembler:
     """Shared and stateless: turns one segment's decoder state into a Hypothesis."""
 
-    def __init__(self, info: ModelInfo, tokenizer: CharTokenizer) -> None:
+    def __init__(self, info: ModelInfo, tokenizer: Tokenizer) -> None:
         self.info = info
         self.tok = tokenizer
 
@@ -96,17 +96,10 @@ class Assembler:
         return out_t, out_l, out_f
 
     def _words(self, tokens: list[int], logps: list[float], frames: list[int], offset_s: float) -> list[WordTiming]:
-        words, current = [], []  # current: indices of the word's tokens
-        space = self.tok.vocab.index(" ")
-        for i, t in enumerate(tokens + [space]):
-            if t != space:
-                current.append(i)
-                continue
-            if current:
-                fs = self.info.frame_shift_s
-                start = offset_s + max(0, min(frames[j] for j in current)) * fs
-                end = offset_s + (max(frames[j] for j in current) + 1) * fs
-                conf = math.exp(float(np.mean([logps[j] for j in current])))
-                words.append(WordTiming(self.tok.decode([tokens[j] for j in current]), start, end, conf))
-            current = []
+        fs = self.info.frame_shift_s
+        words = []
+        for word, span in self.tok.word_spans(tokens):
+            start = offset_s + max(0, min(frames[j] for j in span)) * fs
+            end = offset_s + (max(frames[j] for j in span) + 1) * fs
+            words.append(WordTiming(word, start, end, math.exp(float(np.mean([logps[j] for j in span])))))
         return words
