@@ -225,6 +225,8 @@ def _parse_fmt_chunk(body: bytes) -> tuple[SampleCodec, int, int]:
     format_tag, channels, rate, _, _, bits = struct.unpack_from("<HHIIHH", body)
     if format_tag == 0xFFFE and len(body) >= 26:  # WAVE_FORMAT_EXTENSIBLE: real tag in the GUID
         format_tag = struct.unpack_from("<H", body, 24)[0]
+    if not 1 <= channels <= MAX_CHANNELS:  # checked here: 0 channels would divide by zero in PcmStream
+        raise InvalidAudio(f"WAV header says {channels} channels; 1..{MAX_CHANNELS} are supported")
     return _wav_codec(format_tag, bits), rate, channels
 
 
