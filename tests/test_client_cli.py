@@ -56,5 +56,11 @@ def test_live_line_overwrites_partials():
 def test_errors_are_reported(server, files, capsys, tmp_path):
     assert cli.main(["--server", server.address, "recognize", str(tmp_path / "missing.wav")]) == 2
     (tmp_path / "bad.wav").write_bytes(b"RIFF....WAVEjunk")
-    assert cli.main(["--server", server.address, "recognize", str(tmp_path / "bad.wav")]) == 1
-    assert "INVALID_ARGUMENT" in capsys.readouterr().err
+    assert cli.main(["--server", server.address, "recognize", str(tmp_path / "bad.wav")]) == 2
+    assert "unsupported or unreadable audio file" in capsys.readouterr().err
+    # Raw audio at a rate the server refuses: its INVALID_ARGUMENT, on one line, exit 1.
+    (tmp_path / "x.raw").write_bytes(b"\0" * 3200)
+    assert cli.main(["--server", server.address, "recognize", str(tmp_path / "x.raw"),
+                     "--raw-encoding", "linear16", "--rate", "4000"]) == 1
+    err = capsys.readouterr().err
+    assert "INVALID_ARGUMENT" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
