@@ -81,11 +81,23 @@ def _record(code: grpc.StatusCode) -> None:
     metrics.STREAMS_TOTAL.labels(outcome=_outcome(code), code=code.name).inc()
 
 
+def _drop_frames(err: BaseException) -> None:
+    """Forget the frames of an error about to become a status.
+
+    ``context.abort`` raises AbortError with ``err`` as its context, and grpc
+    keeps that AbortError in the call's state after the RPC ends; through
+    ``err.__traceback__`` it would keep the handler frames, and so the stream's
+    session, reachable. Only the code and message are needed.
+    """
+    err.__traceback__ = None
+
+
 async def _map_unary(behavior: Callable, request: Any, context: grpc.aio.ServicerContext) -> Any:
     try:
         response = await behavior(request, context)
     except SttError as err:
         _record(err.code)
+        _drop_frames(err)
         await context.abort(err.code, err.message)
     except asyncio.CancelledError:
         _record(grpc.StatusCode.CANCELLED)
@@ -111,6 +123,7 @@ async def _map_stream(
                 yield response
     except SttError as err:
         _record(err.code)
+        _drop_frames(err)
         await context.abort(err.code, err.message)
     except (asyncio.CancelledError, GeneratorExit):
         _record(grpc.StatusCode.CANCELLED)
