@@ -32,7 +32,10 @@ from service.proto.stt.v1 import stt_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED}
+# CANCELLED as well: a server stopping (drain grace over) cancels the calls it still has; our
+# own cancellation (Ctrl-C, SIGTERM) sets FileTranscriber.stop, which ends the retries.
+RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED,
+             grpc.StatusCode.CANCELLED}
 # Every file would fail the same way: stop at once.
 FATAL = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNIMPLEMENTED}
 
@@ -154,6 +157,7 @@ class FileTranscriber:
 
     def __init__(self, stub: stt_pb2_grpc.SpeechStub, connection: Connection, options: BatchOptions) -> None:
         self._stub, self._metadata, self._options = stub, connection.metadata(), options
+        self.stop = threading.Event()  # set when the batch is interrupted: no more attempts
 
     def _delay(self, attempt: int) -> float:
         cap = min(self._options.max_backoff_s, self._options.backoff_s * 2**attempt)
@@ -175,10 +179,11 @@ class FileTranscriber:
                 code, details = err.code(), err.details()
                 if code in FATAL:
                     raise BatchAborted(f"{code.name}: {details}") from None
-                if code not in RETRYABLE or attempt == self._options.retries:
+                if code not in RETRYABLE or attempt == self._options.retries or self.stop.is_set():
                     raise FileFailed(f"{code.name}: {details}" + (f" (after {attempt + 1} attempts)" if attempt else "")) from None
                 log.info("retrying %s after %s (attempt %d)", name, code.name, attempt + 1)
-                time.sleep(self._delay(attempt))
+                if self.stop.wait(self._delay(attempt)):
+                    raise FileFailed("interrupted") from None
         record = file_record(name, audio.duration_s, segments_from(results))
         record.update(attempts=attempt + 1, processing_s=round(time.monotonic() - started, 3))
         reference = reference_for(name)
@@ -201,8 +206,10 @@ def _drain(pending: dict[Future, str], log_file: ResultLog, progress: Progress, 
         name = pending.pop(future)
         try:
             record = future.result()
-        except FileFailed as err:
-            summary.failures.append((name, str(err)))
+        except BatchAborted:
+            raise
+        except Exception as err:  # noqa: BLE001 - FileFailed, or anything odd about one file: report, go on
+            summary.failures.append((name, str(err) if isinstance(err, FileFailed) else repr(err)))
             progress.advance(0.0, failed=True)
             continue
         log_file.append(record)
@@ -237,6 +244,7 @@ def run_batch(names: Sequence[str], out: Path, connection: Connection, options: 
                 _drain(pending, log_file, progress, summary)
         except (KeyboardInterrupt, BatchAborted) as err:
             summary.interrupted = isinstance(err, KeyboardInterrupt)
+            transcribe.stop.set()
             for future in pending:
                 future.cancel()
             channel.close()  # cancels the calls in flight: their files are not recorded

@@ -33,12 +33,17 @@ def _words_of(segment: Segment) -> list[Word]:
     return [Word(t, segment.start + i * step, segment.start + (i + 1) * step, 0.0) for i, t in enumerate(tokens)]
 
 
-def _segment_cues(words: Sequence[Word], max_chars: int, max_lines: int, max_seconds: float) -> Iterable[Cue]:
-    cue: Cue | None = None
+def _pieces(words: Sequence[Word], max_chars: int) -> Iterable[tuple[Word, str]]:
+    """Each word's text, a word longer than a line cut into line-sized pieces."""
     for word in words:
         text = word.word.strip()
-        if not text:
-            continue
+        for pos in range(0, len(text), max_chars):
+            yield word, text[pos : pos + max_chars]
+
+
+def _segment_cues(words: Sequence[Word], max_chars: int, max_lines: int, max_seconds: float) -> Iterable[Cue]:
+    cue: Cue | None = None
+    for word, text in _pieces(words, max_chars):
         if cue is not None:
             fits_line = len(cue.lines[-1]) + 1 + len(text) <= max_chars
             if word.end - cue.start > max_seconds or (not fits_line and len(cue.lines) >= max_lines):
