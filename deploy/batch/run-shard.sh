@@ -4,7 +4,12 @@
 # Kubernetes; N = NUM_SHARDS = the Job's completions), transcribes them with
 # `stt-client batch` against STT_TARGET and writes RESULTS_DIR/part-<i>.jsonl.
 # The result appears atomically (written to .tmp, then renamed), so a retried
-# pod either finds it complete and exits, or starts the shard over.
+# pod either finds it complete and exits, or resumes the shard: `stt-client
+# batch` appends one fsync'ed line per file to the .tmp and skips the files
+# already in it (a line torn by a kill is cut off), so nothing is lost or
+# duplicated. It retries UNAVAILABLE/RESOURCE_EXHAUSTED/DEADLINE_EXCEEDED with
+# backoff, so server rollouts do not fail the shard; it exits 1 if a file
+# still failed (reasons in the log), and the pod's retry tries those again.
 set -eu
 
 : "${JOB_COMPLETION_INDEX:?set by Kubernetes in an Indexed Job}"
@@ -28,5 +33,6 @@ awk -v n="$NUM_SHARDS" -v i="$index" \
 mkdir -p "$RESULTS_DIR"
 echo "shard $index/$NUM_SHARDS: $(wc -l < "$shard") files -> $final"
 
-stt-client batch --target "$STT_TARGET" --files-from "$shard" --output "$final.tmp"
+stt-client batch --target "$STT_TARGET" --files-from "$shard" --output "$final.tmp" \
+    --jobs "${BATCH_JOBS:-4}"
 mv "$final.tmp" "$final"
