@@ -174,3 +174,22 @@ def test_result_log_cuts_torn_tail_and_keeps_complete_lines(tmp_path):
     log.append({"file": "c.wav", "transcript": "z"})
     log.close()
     assert [json.loads(line)["file"] for line in out.read_text().splitlines()] == ["a.wav", "b.wav", "c.wav"]
+
+
+def test_sigterm_stops_cleanly_with_a_summary(tiny_model_dir, audio_dir, tmp_path):
+    """A deleted pod: calls in flight are cancelled, the summary is printed, exit 130, the file is whole."""
+    import signal
+
+    server = start_server(tiny_model_dir)
+    try:
+        out = tmp_path / "results.jsonl"
+        proc = batch_process(server.address, audio_dir, out, jobs=2)
+        wait_for_lines(out, 2, proc)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        server.stop()
+    assert proc.returncode == 130, err
+    assert "interrupted: rerun the same command" in err and "Traceback" not in err
+    results = read_results(out)
+    assert len({r["file"] for r in results}) == len(results) >= 2

@@ -199,7 +199,8 @@ def _raise_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def _drain(pending: dict[Future, str], log_file: ResultLog, progress: Progress, summary: Summary) -> None:
+def _drain(pending: dict[Future, str], log_file: ResultLog, progress: Progress, summary: Summary,
+           durations: dict[str, float]) -> None:
     """Wait for at least one file and record what finished."""
     finished, _ = wait(pending, return_when=FIRST_COMPLETED)
     for future in finished:
@@ -210,7 +211,7 @@ def _drain(pending: dict[Future, str], log_file: ResultLog, progress: Progress, 
             raise
         except Exception as err:  # noqa: BLE001 - FileFailed, or anything odd about one file: report, go on
             summary.failures.append((name, str(err) if isinstance(err, FileFailed) else repr(err)))
-            progress.advance(0.0, failed=True)
+            progress.advance(durations.get(name, 0.0), failed=True)
             continue
         log_file.append(record)
         summary.done += 1
@@ -230,8 +231,8 @@ def run_batch(names: Sequence[str], out: Path, connection: Connection, options: 
         done = log_file.done()
         todo = [n for n in names if n not in done]
         summary.skipped = len(names) - len(todo)
-        total_audio = sum(audio_input.duration_s(Path(n), options.raw) for n in todo)
-        progress = Progress(len(todo), total_audio, enabled=options.progress)
+        durations = {n: audio_input.duration_s(Path(n), options.raw) for n in todo}  # headers only
+        progress = Progress(len(todo), sum(durations.values()), enabled=options.progress)
         transcribe = FileTranscriber(stt_pb2_grpc.SpeechStub(channel), connection, options)
         queue = iter(todo)
         pending: dict[Future, str] = {}
@@ -241,7 +242,7 @@ def run_batch(names: Sequence[str], out: Path, connection: Connection, options: 
                     pending[pool.submit(transcribe, name)] = name
                 if not pending:
                     break
-                _drain(pending, log_file, progress, summary)
+                _drain(pending, log_file, progress, summary, durations)
         except (KeyboardInterrupt, BatchAborted) as err:
             summary.interrupted = isinstance(err, KeyboardInterrupt)
             transcribe.stop.set()

@@ -30,7 +30,7 @@ class Progress:
         except ImportError:
             return None
         return tqdm(total=max(self.total_audio_s, 1e-9), file=self._out, dynamic_ncols=True, leave=True,
-                    bar_format="{desc} |{bar}| {percentage:3.0f}% [{elapsed}<{remaining}] {postfix}",
+                    bar_format="{desc} |{bar}| {percentage:3.0f}% [{elapsed}<{remaining}]{postfix}",
                     desc=self._files_text())
 
     @property
@@ -50,6 +50,7 @@ class Progress:
         return f"audio {self.audio_s / 3600:.3f}/{self.total_audio_s / 3600:.3f} h, RTF {self.rtf:.3f}"
 
     def advance(self, audio_s: float, failed: bool = False) -> None:
+        """One file finished; audio_s of a failed file counts toward the ETA, not the audio done."""
         self.files += 1
         self.failed += failed
         if not failed:
