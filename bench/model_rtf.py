@@ -1,0 +1,117 @@
+"""Model real-time factor on ONE thread: fp32 vs int8, micro-batched vs unbatched, side by side.
+
+    .venv/bin/python -m bench.model_rtf                                   # bundled model, 8 streams, 20 s each
+    .venv/bin/python -m bench.model_rtf --streams 2 --seconds 4           # a quick check
+
+The Recognizer runs with one inference thread (ONNX Runtime intra-op 1, inter-op 1,
+one worker). Speech goes through SegmentRecognizer (features -> encoder -> decoder)
+in 100 ms pieces, as the session feeds it, then ``finish()``. RTF = CPU seconds /
+audio seconds per stream (lower is better; 1/RTF streams fit one core); the wall-clock
+RTF is printed beside it.
+
+- unbatched: the batchers are not started, so every ONNX call runs alone;
+- batched: N streams run concurrently through the Recognizer's micro-batchers
+  (``--batch-max-wait-ms``), so calls of different streams are stacked.
+
+int8 graphs come from model_export.export.quantize (onnxruntime.quantization) in a
+temporary folder; skipped with a note when that is not importable.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import RATE, default_model_dir, machine_report, require_model, speech_stream
+
+PIECE = RATE // 10  # 100 ms
+
+
+async def recognize(recognizer, samples: np.ndarray) -> None:
+    segment = recognizer.new_segment(offset_s=0.0)
+    for pos in range(0, len(samples), PIECE):
+        await segment.accept(samples[pos : pos + PIECE])
+    await segment.finish()
+
+
+async def run(model_dir: Path, streams: list[np.ndarray], batched: bool, wait_ms: float) -> tuple[float, float]:
+    """(CPU seconds, wall seconds) for all ``streams`` on one inference thread.
+
+    Concurrently when batched, else one by one. CPU time (all threads of this
+    process: the event loop and the ONNX worker) is the compute; wall time of the
+    batched run also contains the batchers' waits.
+    """
+    from service.recognizer import Recognizer
+
+    recognizer = Recognizer.load(model_dir, inference_threads=1, batch_max_size=64, batch_max_wait_ms=wait_ms)
+    try:
+        await recognize(recognizer, streams[0][: RATE * 2])  # warm-up: first-call allocations
+        if batched:
+            await recognizer.start()
+            started, cpu = time.perf_counter(), time.process_time()
+            await asyncio.gather(*(recognize(recognizer, s) for s in streams))
+        else:
+            started, cpu = time.perf_counter(), time.process_time()
+            for s in streams:
+                await recognize(recognizer, s)
+        return time.process_time() - cpu, time.perf_counter() - started
+    finally:
+        await recognizer.close()
+
+
+def int8_dir(model_dir: Path, tmp: Path) -> Path | None:
+    try:
+        from model_export.export import quantize
+    except ImportError as err:
+        print(f"int8: skipped ({err}); install the [train] extra for onnx + onnxruntime.quantization")
+        return None
+    out = tmp / "int8"
+    quantize(model_dir, out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model-dir", type=Path, default=default_model_dir())
+    p.add_argument("--streams", type=int, default=8, help="streams in the batched (and unbatched) run")
+    p.add_argument("--seconds", type=float, default=20.0, help="speech per stream (one segment)")
+    p.add_argument("--batch-max-wait-ms", type=float, default=2.0)
+    args = p.parse_args(argv)
+    print(machine_report())
+    model_dir = require_model(args.model_dir)
+    # One segment of continuous speech per stream (short pauses, as within one utterance).
+    streams = [speech_stream(args.seconds, seed=i, pause_s=0.3, lead_s=0.0)[0] for i in range(args.streams)]
+    audio_s = sum(len(s) for s in streams) / RATE
+    rows: dict[tuple[str, str], float] = {}
+    walls: dict[tuple[str, str], float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        variants = {"fp32": model_dir}
+        q = int8_dir(model_dir, Path(tmp))
+        if q is not None:
+            variants["int8"] = q
+        for name, path in variants.items():
+            for batched in (False, True):
+                mode = "batched" if batched else "unbatched"
+                cpu_s, wall_s = asyncio.run(run(path, streams, batched, args.batch_max_wait_ms))
+                rows[(name, mode)], walls[(name, mode)] = cpu_s / audio_s, wall_s / audio_s
+                print(f"{name} {mode}: {cpu_s:.2f} CPU s, {wall_s:.2f} wall s for {audio_s:.1f} s of audio", flush=True)
+    print(f"\n## model RTF, one thread ({args.streams} streams x {args.seconds:g} s, model {model_dir})\n")
+    print("RTF = CPU seconds / audio seconds per stream (wall-clock RTF in brackets)\n")
+    print("| graphs | unbatched RTF | batched RTF | batched / unbatched | streams per core (batched) |")
+    print("|---|---:|---:|---:|---:|")
+    for name in dict.fromkeys(n for n, _ in rows):
+        u, b = rows[(name, "unbatched")], rows[(name, "batched")]
+        wu, wb = walls[(name, "unbatched")], walls[(name, "batched")]
+        print(f"| {name} | {u:.4f} ({wu:.4f}) | {b:.4f} ({wb:.4f}) | {b / u:.2f} | {1 / b:.0f} |")
+    if ("int8", "unbatched") in rows:
+        print(f"\nint8 / fp32 RTF: unbatched {rows[('int8', 'unbatched')] / rows[('fp32', 'unbatched')]:.2f}, "
+              f"batched {rows[('int8', 'batched')] / rows[('fp32', 'batched')]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
