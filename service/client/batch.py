@@ -56,7 +56,11 @@ class FileFailed(Exception):
 
 
 class BatchAborted(Exception):
-    """An error every file would get (authentication, wrong server)."""
+    """An error every file would get (authentication, wrong server); args[0] is the grpc.RpcError."""
+
+    @property
+    def rpc_error(self) -> grpc.RpcError:
+        return self.args[0]
 
 
 @dataclass
@@ -178,7 +182,7 @@ class FileTranscriber:
             except grpc.RpcError as err:
                 code, details = err.code(), err.details()
                 if code in FATAL:
-                    raise BatchAborted(f"{code.name}: {details}") from None
+                    raise BatchAborted(err) from None
                 if code not in RETRYABLE or attempt == self._options.retries or self.stop.is_set():
                     raise FileFailed(f"{code.name}: {details}" + (f" (after {attempt + 1} attempts)" if attempt else "")) from None
                 log.info("retrying %s after %s (attempt %d)", name, code.name, attempt + 1)

@@ -238,7 +238,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     except grpc.RpcError as err:
         return _fail(rpc_error_message(err, args.server), EXIT_ERROR)
-    except (batch_mod.BatchAborted, ConnectionError) as err:
+    except batch_mod.BatchAborted as err:
+        return _fail(rpc_error_message(err.rpc_error, args.server) + "; batch stopped", EXIT_ERROR)
+    except ConnectionError as err:
         return _fail(str(err), EXIT_ERROR)
     except (AudioInputError, ClientSetupError, UsageError) as err:
         return _fail(str(err), EXIT_USAGE)
