@@ -28,7 +28,7 @@ class ModelConfig:
     vocab: list[str] = field(default_factory=list)
     n_mels: int = 80
     conv_channels: int = 256
-    enc_layers: int = 3
+    enc_layers: int = 2
     enc_hidden: int = 320
     att_dim: int = 192
     dec_hidden: int = 320
