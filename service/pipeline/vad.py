@@ -7,10 +7,12 @@ Rules (all times in ms of audio, per stream, from ``EndpointSettings``):
 - Onset: a segment begins after ``onset_ms`` of consecutive voiced frames. It
   starts ``padding_ms`` before the first of them (pre-roll), never earlier than
   the end of the previous segment: each sample belongs to at most one segment.
-- Hangover: inside speech, unvoiced frames are held back. A voiced frame
+- Hangover: inside speech, the first ``padding_ms`` of a run of unvoiced frames
+  go to the recognizer at once (they belong to the segment either way: as trailing
+  padding or as a pause), so the decoder's look-ahead window fills without waiting
+  for the pause to end. Unvoiced frames beyond that are held back: a voiced frame
   releases them into the segment (a pause inside speech); ``end_silence_ms`` of
-  them in a row end the segment, keeping the first ``padding_ms`` as trailing
-  padding.
+  unvoiced frames in a row end the segment and the held ones are dropped.
 - Max length: a segment that reaches ``max_segment_s`` is cut at exactly that
   sample and, while speech goes on, the next segment begins at the very next
   sample (no audio lost or repeated).
@@ -120,7 +122,9 @@ class VadSegmenter:
         self._floor = 0  # no segment may start before this (end of the previous one)
         # Speech state.
         self.in_speech = False
-        self._held: list[_Frame] = []  # unvoiced frames held back inside speech
+        self._held: list[_Frame] = []  # unvoiced frames held back inside speech (beyond the padding)
+        self._silence_frames = 0  # length of the current unvoiced run inside speech, in frames
+        self._silence_released = 0  # samples of that run already emitted (at most the padding)
         self._segment_len = 0  # samples emitted into the current segment
         self._segment_end = 0  # stream position one past the last emitted sample
         self.last_voiced_end = 0  # stream position one past the latest voiced frame
@@ -188,11 +192,21 @@ class VadSegmenter:
 
     def _step_speech(self, frame: _Frame, events: list[VadEvent]) -> None:
         if not frame.voiced:
-            self._held.append(frame)
-            if len(self._held) >= self._end_frames:
+            self._silence_frames += 1
+            room = self._padding - self._silence_released
+            if room > 0:  # within the padding: part of the segment whatever comes next
+                now = frame.samples[:room]
+                self._silence_released += len(now)
+                self._emit(now, events, continues=True)
+                if len(now) < len(frame.samples):
+                    self._held.append(_Frame(frame.start + len(now), frame.samples[len(now):], False))
+            else:
+                self._held.append(frame)
+            if self._silence_frames >= self._end_frames and self.in_speech:
                 self._end(EndReason.SILENCE, events)
             return
         held, self._held = self._held, []
+        self._silence_frames = self._silence_released = 0
         self._emit(np.concatenate([f.samples for f in [*held, frame]]), events, continues=True)
 
     def _begin(self, start: int, events: list[VadEvent]) -> None:
@@ -221,10 +235,12 @@ class VadSegmenter:
             self._begin(self._segment_end, events)
 
     def _end(self, reason: EndReason, events: list[VadEvent]) -> None:
-        """End the segment: keep up to padding_ms of held silence, recycle the rest."""
+        """End the segment: keep up to padding_ms of trailing silence, recycle the rest."""
         held, self._held = self._held, []
-        if held:
-            audio = np.concatenate([f.samples for f in held])[: self._padding]
+        room = self._padding - self._silence_released
+        self._silence_frames = self._silence_released = 0
+        if held and room > 0:
+            audio = np.concatenate([f.samples for f in held])[:room]
             self._emit(audio, events, continues=False)
         if self.in_speech:
             self._close(reason, events)
