@@ -39,6 +39,7 @@ class ModelConfig:
     window_size: int = 16  # W of DESIGN §3, encoder frames (40 ms each)
     subsampling: int = 4
     dropout: float = 0.1
+    enc_skip: bool = False  # residual projection conv -> encoder output (eases early CTC learning)
 
     @property
     def vocab_size(self) -> int:
@@ -71,6 +72,7 @@ class Encoder(nn.Module):
         self.conv2 = nn.Conv1d(cfg.conv_channels, cfg.conv_channels, kernel_size=3, stride=2)
         self.lstm = nn.LSTM(cfg.conv_channels, cfg.enc_hidden, num_layers=cfg.enc_layers,
                             batch_first=True, dropout=cfg.dropout if cfg.enc_layers > 1 else 0.0)
+        self.skip = nn.Linear(cfg.conv_channels, cfg.enc_hidden) if cfg.enc_skip else None
         self.ctc_head = nn.Linear(cfg.enc_hidden, cfg.vocab_size)
         self.key_proj = nn.Linear(cfg.enc_hidden, cfg.att_dim)
 
@@ -91,6 +93,8 @@ class Encoder(nn.Module):
         new_conv2 = x[:, :, -2:]
         x = F.relu(self.conv2(x)).transpose(1, 2)  # (B, T/4, C)
         y, (h, c) = self.lstm(x, (state.h, state.c))
+        if self.skip is not None:
+            y = y + self.skip(x)
         return y, EncoderState(new_conv1, new_conv2, h, c)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:

@@ -201,6 +201,7 @@ def build_model(args, tok: Tokenizer) -> AttentionModel:
     size = dict(SIZES[args.size])
     if args.enc_layers:
         size["enc_layers"] = args.enc_layers
+    size["enc_skip"] = args.enc_skip
     cfg = ModelConfig(vocab=list(tok.vocab), window_back=args.window_back, window_size=args.window_size, **size)
     return AttentionModel(cfg)
 
@@ -213,6 +214,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--size", choices=sorted(SIZES), default="default")
     p.add_argument("--enc-layers", type=int, default=0,
                    help="override the size preset (default preset: 2; measured here: 2 layers leave the CTC plateau far sooner than 3)")
+    p.add_argument("--enc-skip", action="store_true", help="residual projection from the conv front-end to the encoder output")
+    p.add_argument("--init-from", type=Path, help="warm start: load matching weights from this checkpoint (fresh optimizer)")
     p.add_argument("--tokens", default="bpe256", help="'char' or 'bpeN' (sentencepiece BPE with N pieces)")
     p.add_argument("--steps", type=int, default=6000)
     p.add_argument("--window-from", type=int, default=5000, help="step where windowed fine-tuning starts")
@@ -255,6 +258,14 @@ def train(args: argparse.Namespace) -> Path:
         opt.load_state_dict(state["opt"])
         step, epoch, pos = state["step"], state["epoch"], state["pos"]
         log.info("resumed from %s (step %d, epoch %d, batch %d)", ckpts[-1], step, epoch, pos)
+    elif args.init_from:
+        missing, unexpected = model.load_state_dict(
+            torch.load(args.init_from, map_location="cpu", weights_only=False)["model"], strict=False)
+        log.info("warm start from %s; new parameters: %s; dropped: %s", args.init_from, missing, unexpected)
+        if model.encoder.skip is not None and "encoder.skip.weight" in missing:
+            with torch.no_grad():  # a new residual branch starts silent: the warm model is unchanged
+                model.encoder.skip.weight.zero_()
+                model.encoder.skip.bias.zero_()
     else:
         mean, inv_std = train_set.stats()
         model.encoder.feat_mean.copy_(torch.from_numpy(mean).float())
