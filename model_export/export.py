@@ -138,16 +138,34 @@ def quantize(model_dir: Path, out_dir: Path) -> None:
         _write_metadata(out_dir / name, meta)
 
 
+def token_budget(checkpoint: Path, manifest: Path, subsampling: int) -> float:
+    """Decoding budget: twice the 99.9th percentile of tokens per encoder frame in the training data."""
+    import numpy as np
+
+    from model_export.bpe import BpeEncoder, CharEncoder
+    from model_export.data import read_manifest
+
+    bpe = sorted(checkpoint.parent.glob("bpe*.model"))
+    encoder = BpeEncoder(bpe[0]) if bpe else CharEncoder()
+    utts = read_manifest(manifest)
+    ratios = [len(encoder.encode(u.text)) / max(1.0, u.duration * 100 / subsampling) for u in utts]
+    return round(2 * float(np.percentile(ratios, 99.9)), 3)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--meta", type=str, default="{}", help="JSON object of extra metadata (e.g. training data summary)")
     p.add_argument("--int8-out", type=Path, help="also write int8-quantized graphs here")
+    p.add_argument("--manifest", type=Path, help="training manifest: measure the decoding token budget on it")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO)
     model = load_checkpoint(args.checkpoint)
-    export(model, args.out, json.loads(args.meta))
+    meta = json.loads(args.meta)
+    if args.manifest:
+        meta["max_tokens_per_frame"] = str(token_budget(args.checkpoint, args.manifest, model.cfg.subsampling))
+    export(model, args.out, meta)
     if args.int8_out:
         quantize(args.out, args.int8_out)
     log.info("exported %s -> %s", args.checkpoint, args.out)

@@ -26,7 +26,7 @@ MASK_VALUE = -1.0e4  # same additive mask as training
 @dataclass(frozen=True)
 class DecodeOptions:
     beam_size: int = 1
-    max_tokens_per_frame: float = 1.2  # budget against runaway loops (30 tokens/s at 40 ms frames)
+    max_tokens_per_frame: float | None = None  # budget against runaway loops; None: the model's own (metadata)
     token_budget_slack: int = 8
     length_norm: bool = True
     return_attention: bool = False  # keep the alignment matrix for the client (word times use it regardless)
@@ -84,7 +84,8 @@ class WindowedDecoder:
         return not self.active
 
     def token_budget(self, n_frames: int) -> int:
-        return int(self.options.max_tokens_per_frame * n_frames) + self.options.token_budget_slack
+        per_frame = self.options.max_tokens_per_frame or self.info.max_tokens_per_frame
+        return int(per_frame * n_frames) + self.options.token_budget_slack
 
     def next_step(self, store: FrameStore, ended: bool) -> StepRequest | None:
         """The next decoder call if the rule of DESIGN §3 allows one now, else None."""

@@ -34,6 +34,7 @@ class ModelInfo:
     dec_hidden: int
     encoder_states: dict[str, StateSpec]
     metadata: dict[str, str]
+    max_tokens_per_frame: float = 1.2  # decoding budget; the exporter measures it on the training data
 
     @classmethod
     def from_metadata(cls, meta: dict[str, str]) -> "ModelInfo":
@@ -46,7 +47,8 @@ class ModelInfo:
                 subsampling=int(meta["stt.subsampling"]), frame_shift_s=int(meta["stt.frame_shift_ms"]) / 1000,
                 window_back=int(meta["stt.window_back"]), window_size=int(meta["stt.window_size"]),
                 enc_dim=int(meta["stt.enc_dim"]), att_dim=int(meta["stt.att_dim"]),
-                dec_hidden=int(meta["stt.dec_hidden"]), encoder_states=states, metadata=dict(meta))
+                dec_hidden=int(meta["stt.dec_hidden"]), encoder_states=states, metadata=dict(meta),
+                max_tokens_per_frame=float(meta.get("stt.max_tokens_per_frame", 1.2)))
         except (KeyError, ValueError, TypeError) as exc:
             raise ModelFileError(f"model metadata incomplete or invalid: {exc!r}") from exc
 
