@@ -236,6 +236,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2)))
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2)))
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--max-steps-this-run", type=int, default=0,
+                   help="stop (with a checkpoint) after this many steps of this invocation; 0: run to --steps")
     return p.parse_args(argv)
 
 
@@ -276,10 +278,11 @@ def train(args: argparse.Namespace) -> Path:
     lengths = [len(f) for f in train_set.feats]
     model.train()
     t0, audio_s = time.time(), 0.0
-    while step < args.steps:
+    stop_at = min(args.steps, step + args.max_steps_this_run) if args.max_steps_this_run else args.steps
+    while step < stop_at:
         rng = random.Random(args.seed * 1000 + epoch)
         batches = make_batches(lengths, args.max_frames, rng, sort=(epoch == 0))
-        while pos < len(batches) and step < args.steps:
+        while pos < len(batches) and step < stop_at:
             batch = collate(train_set, batches[pos], model.cfg.subsampling)
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, args)
@@ -296,7 +299,7 @@ def train(args: argparse.Namespace) -> Path:
                                      **{k: round(v, 4) for k, v in stats.items()}, "gnorm": round(float(gnorm), 2),
                                      "lr": round(lr_at(step, args), 6), "audio_per_s": round(audio_s / el, 1),
                                      "windowed": step > args.window_from}))
-            if step % args.ckpt_every == 0 or step == args.steps:
+            if step % args.ckpt_every == 0 or step == stop_at:
                 save_checkpoint(args.out / f"ckpt-{step}.pt", {"model": model.state_dict(), "opt": opt.state_dict(),
                                 "step": step, "epoch": epoch, "pos": pos, "config": model.cfg.to_json()})
                 for old in sorted(args.out.glob("ckpt-*.pt"), key=lambda p: int(p.stem.split("-")[1]))[:-args.average]:
@@ -306,6 +309,9 @@ def train(args: argparse.Namespace) -> Path:
         if pos >= len(batches):
             epoch, pos = epoch + 1, 0
             log.info("epoch %d done: %s", epoch, json.dumps(evaluate(model, dev_set, tok, args.dev_utts)))
+    if step < args.steps:
+        log.info("stopped at step %d of %d (--max-steps-this-run); rerun to continue", step, args.steps)
+        return args.out / f"ckpt-{step}.pt"
     ckpts = sorted(args.out.glob("ckpt-*.pt"), key=lambda p: int(p.stem.split("-")[1]))[-args.average:]
     model.load_state_dict(average_checkpoints(ckpts))
     final = args.out / "final.pt"

@@ -60,8 +60,9 @@ def test_train_resume_export_decode(tiny_corpus, tmp_path):
               "--out", str(out), "--size", "tiny", "--ckpt-every", "5", "--eval-every", "1000",
               "--window-from", "8", "--warmup", "2", "--threads", "1", "--workers", "1", "--dev-utts", "4",
               "--max-frames", "3000"]
-    train_main(common + ["--steps", "10"])
+    train_main(common + ["--steps", "15", "--max-steps-this-run", "10"])  # stopped part-way, as a kill would
     assert sorted(p.name for p in out.glob("ckpt-*.pt")) == ["ckpt-10.pt", "ckpt-5.pt"]
+    assert not (out / "final.pt").exists()
     first = torch.load(out / "ckpt-10.pt", weights_only=False)
     train_main(common + ["--steps", "15"])  # resumes from step 10, does 5 more
     resumed = torch.load(out / "ckpt-15.pt", weights_only=False)
