@@ -25,7 +25,7 @@ def render_alignment(path: Path, tokens: Sequence[str], weights: np.ndarray, fra
     extent = (offset_s, offset_s + n_frames * frame_shift_s, n_tok - 0.5, -0.5)
     im = ax.imshow(weights, aspect="auto", origin="upper", cmap="viridis", extent=extent, interpolation="nearest")
     ax.set_yticks(range(n_tok))
-    ax.set_yticklabels(["␣" if t == " " else t for t in tokens], fontsize=7)
+    ax.set_yticklabels(["␣" if t == " " else t.replace("\u2581", "_") for t in tokens], fontsize=7)
     ax.set_xlabel("audio time (s)")
     ax.set_ylabel("output tokens")
     for _, start, end in words:
