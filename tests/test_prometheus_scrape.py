@@ -4,18 +4,8 @@ Starts Debian's ``prometheus`` on a loopback port with a generated config that
 scrapes one target every second and loads deploy/monitoring/stt-alerts.rules.yml,
 then reads metrics back through the HTTP API (``/api/v1/query``, ``/api/v1/rules``).
 
-Two targets:
-
-- ``test_prometheus_scrapes_real_server``: THE service test. It starts the real
-  server (``python -m service --port P --metrics-port M``) and is skipped until
-  ``service/__main__.py`` exists.
-- ``test_prometheus_scrapes_metrics_module_interim``: INTERIM ONLY. A
-  prometheus_client HTTP server exposing the service's metric definitions
-  (service/metrics.py, no gRPC server, no model) with hand-set values. It proves
-  the scrape/query/rules plumbing, not the service.
-
-TODO(deploy): once service/__main__.py has landed and the real-server test
-passes in CI, delete the interim test and ``_start_metrics_module``.
+The target is the real server (``python -m service --port P --metrics-port M``)
+with the bundled model.
 """
 from __future__ import annotations
 
@@ -157,13 +147,9 @@ def check_common(prom: Prometheus) -> None:
     assert set(health.values()) == {"ok"}, health
 
 
-# --- the service test (skipped until the server exists) --------------------------------------
+# --- the service test ------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(
-    not (ROOT / "service" / "__main__.py").exists(),
-    reason="TODO(deploy): service/__main__.py not there yet; the interim test covers the plumbing",
-)
 def test_prometheus_scrapes_real_server(tmp_path: Path) -> None:
     grpc_port, metrics_port = free_port(), free_port()
     env = {**os.environ, "STT_MAX_STREAMS": str(MAX_STREAMS), "STT_HOST": "127.0.0.1", "STT_LOG_LEVEL": "WARNING"}
@@ -183,43 +169,3 @@ def test_prometheus_scrapes_real_server(tmp_path: Path) -> None:
             prom.close()
         stop(server)
         log.close()
-
-
-# --- INTERIM: metrics module only, no server (TODO(deploy): delete once the above runs) ------
-
-_METRICS_MODULE_SERVER = """
-import sys, time
-from service import metrics
-metrics.MAX_STREAMS.set(int(sys.argv[2]))
-metrics.ACTIVE_STREAMS.set(3)
-metrics.STREAMS_TOTAL.labels(outcome="ok", code="OK").inc(5)
-metrics.STREAMS_TOTAL.labels(outcome="error", code="INTERNAL").inc(1)
-metrics.RTF.observe(0.2)
-metrics.serve_metrics(int(sys.argv[1]), host="127.0.0.1")
-while True:
-    time.sleep(3600)
-"""
-
-
-def _start_metrics_module(port: int) -> subprocess.Popen:
-    """service/metrics.py served by prometheus_client, values set by hand."""
-    return subprocess.Popen([sys.executable, "-c", _METRICS_MODULE_SERVER, str(port), str(MAX_STREAMS)], cwd=ROOT)
-
-
-def test_prometheus_scrapes_metrics_module_interim(tmp_path: Path) -> None:
-    """INTERIM, not the service test: see the module docstring's TODO."""
-    metrics_port = free_port()
-    target = _start_metrics_module(metrics_port)
-    prom = None
-    try:
-        wait_for_http(f"http://127.0.0.1:{metrics_port}/metrics", STARTUP_TIMEOUT_S, target)
-        prom = Prometheus(tmp_path, f"127.0.0.1:{metrics_port}")
-        check_common(prom)
-        assert prom.query_value('stt_active_streams{job="stt"}') == 3.0
-        assert prom.query_value('stt_streams_total{job="stt",code="OK"}') == 5.0
-        assert prom.query_value('sum(stt_streams_total{job="stt",code!="OK"})') == 1.0
-        assert prom.query_value('stt_rtf_count{job="stt",namespace="test",pod="stt-0"}') == 1.0
-    finally:
-        if prom is not None:
-            prom.close()
-        stop(target)
