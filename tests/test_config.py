@@ -13,7 +13,7 @@ def test_defaults_match_architecture(monkeypatch):
     assert (s.port, s.metrics_port, s.host) == (50051, 9090, "0.0.0.0")
     assert (s.max_streams, s.max_stream_seconds, s.idle_timeout_seconds) == (200, 3600, 10)
     assert (s.max_message_bytes, s.drain_grace_seconds, s.inference_threads) == (4194304, 30, 2)
-    assert (s.batch_max_size, s.batch_max_wait_ms, s.log_level, s.log_format) == (64, 5, "INFO", "json")
+    assert (s.batch_max_size, s.batch_max_wait_ms, s.log_level, s.log_format) == (64, 0, "INFO", "json")
     assert s.model_dir == BUNDLED_MODEL_DIR and s.auth_token is None and not s.tls_enabled
 
 
