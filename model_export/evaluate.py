@@ -22,22 +22,13 @@ import numpy as np
 
 from model_export.data import load_audio, read_manifest
 from service.pipeline.decoder import DecodeOptions, decode_offline
-from service.pipeline.encoder import FeatureChunker, FrameStore
-from service.pipeline.features import FeatureExtractor, compute_features
+from service.pipeline.encoder import encode_offline
+from service.pipeline.features import compute_features
 from service.recognizer import Recognizer
 
 
 def windowed_offline(rec: Recognizer, audio: np.ndarray, options: DecodeOptions) -> str:
-    chunker, store, state = FeatureChunker(rec.info, rec.chunk_frames), FrameStore(rec.info), rec.encoder.zero_state()
-    fe = FeatureExtractor(rec.info.features)
-    feats = np.concatenate([fe.process(audio), fe.flush()])
-    tail = []
-    chunks = chunker.push(feats)
-    if (last := chunker.flush()) is not None:
-        tail = [last]
-    for chunk in chunks + tail:
-        out, state = rec.encoder.split(rec.encoder.run(rec.encoder.inputs(chunk, state)))
-        store.append(out)
+    store = encode_offline(rec.encoder, audio, rec.chunk_frames)
     dec = decode_offline(rec.decoder, rec.info, store, options)
     return rec.assembler.hypothesis(dec, store.length, 0.0, True, False).text
 

@@ -6,7 +6,7 @@ import pytest
 
 from service.pipeline.decoder import (DecodeOptions, DecoderGraph, WindowedDecoder, alignment_matrix,
                                       decode_offline, shift_window)
-from service.pipeline.encoder import EncoderGraph, FeatureChunker, FrameStore
+from service.pipeline.encoder import EncoderGraph, FeatureChunker, FrameStore, encode_offline
 from service.pipeline.features import FeatureExtractor
 from service.pipeline.model_info import ModelInfo, create_session
 from tests.speech_audio import synthesize
@@ -26,10 +26,7 @@ def _encode(enc: EncoderGraph, state, chunk, store: FrameStore):
 
 
 def offline(info, enc, dec, audio, options):
-    fe, chunker, store, state = FeatureExtractor(info.features), FeatureChunker(info), FrameStore(info), enc.zero_state()
-    feats = np.concatenate([fe.process(audio), fe.flush()])
-    for chunk in chunker.push(feats) + [c for c in [chunker.flush()] if c is not None]:
-        state = _encode(enc, state, chunk, store)
+    store = encode_offline(enc, audio)
     return decode_offline(dec, info, store, options), store
 
 

@@ -128,3 +128,21 @@ class FrameStore:
     def ctc_logp(self) -> np.ndarray:
         """(T', V) CTC log-probs of the whole segment so far."""
         return np.concatenate(self._ctc) if self._ctc else np.zeros((0, 0), np.float32)
+
+
+def encode_offline(graph: EncoderGraph, audio: np.ndarray, chunk_frames: int = 16) -> FrameStore:
+    """A whole segment through features and the encoder in the same fixed chunks as streaming.
+
+    (N,) float32 16 kHz -> FrameStore with every encoder frame; bit-identical to a streamed run.
+    """
+    from service.pipeline.features import FeatureExtractor  # features -> encoder is the pipeline order
+
+    info = graph.info
+    fe, chunker = FeatureExtractor(info.features), FeatureChunker(info, chunk_frames)
+    store, state = FrameStore(info), graph.zero_state()
+    chunks = chunker.push(np.concatenate([fe.process(audio), fe.flush()]))
+    tail = chunker.flush()
+    for chunk in chunks + ([tail] if tail is not None else []):
+        out, state = graph.split(graph.run(graph.inputs(chunk, state)))
+        store.append(out)
+    return store
