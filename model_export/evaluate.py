@@ -70,6 +70,7 @@ def main() -> None:
     p.add_argument("--int8-dir", type=Path)
     p.add_argument("--limit", type=int, default=0)
     p.add_argument("--beam", type=int, default=1)
+    p.add_argument("--ctc-weight", type=float, default=0.0, help="joint CTC/attention scoring weight (0: attention only)")
     p.add_argument("--json-out", type=Path)
     args = p.parse_args()
     utts = read_manifest(args.manifest)
@@ -77,9 +78,9 @@ def main() -> None:
     audios = [load_audio(u.path) for u in utts]
     refs = [u.text for u in utts]
     hours = sum(len(a) for a in audios) / 16000 / 3600
+    options = DecodeOptions(beam_size=args.beam, ctc_weight=args.ctc_weight)
     report: dict = {"manifest": str(args.manifest), "utterances": len(utts), "hours": round(hours, 3),
-                    "beam": args.beam}
-    options = DecodeOptions(beam_size=args.beam)
+                    "beam": args.beam, "ctc_weight": options.ctc_weight}
     if args.checkpoint:
         report["full_attention_offline"] = score(refs, full_attention(args.checkpoint, audios))
     rec = Recognizer(args.model_dir, inference_threads=1)

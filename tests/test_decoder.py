@@ -50,11 +50,11 @@ def streaming(info, enc, dec, audio, options, rng):
     return decoder, store, steps_before_end
 
 
-@pytest.mark.parametrize("beam", [1, 3])
-def test_streaming_equals_offline_under_random_chunking(graphs, beam):
+@pytest.mark.parametrize("beam,ctc_weight", [(1, 0.0), (3, 0.0), (1, 0.5), (3, 0.3)])
+def test_streaming_equals_offline_under_random_chunking(graphs, beam, ctc_weight):
     info, enc, dec = graphs
     audio = synthesize("the quick brown fox jumps over the lazy dog")
-    options = DecodeOptions(beam_size=beam)
+    options = DecodeOptions(beam_size=beam, ctc_weight=ctc_weight)
     ref, ref_store = offline(info, enc, dec, audio, options)
     ref_best = ref.nbest()[0]
     assert ref_best.tokens, "decoder produced nothing: the test would prove nothing"
@@ -97,6 +97,44 @@ def test_no_step_runs_before_its_window_is_encoded(graphs):
         assert (req is not None) == (store.length >= needed) or decoder.active[0].tokens
         if req is not None:
             break
+
+
+def _ctc_log_likelihood(logp: np.ndarray, labels: list[int], blank: int) -> float:
+    """log P(labels | frames): the textbook CTC forward algorithm over the blank-extended labels."""
+    ext = [blank]
+    for lab in labels:
+        ext += [lab, blank]
+    alpha = np.full(len(ext), -np.inf)
+    alpha[0] = logp[0, blank]
+    if len(ext) > 1:
+        alpha[1] = logp[0, ext[1]]
+    for t in range(1, len(logp)):
+        prev = alpha.copy()
+        for s in range(len(ext)):
+            terms = [prev[s]] + ([prev[s - 1]] if s >= 1 else [])
+            if s >= 2 and ext[s] != blank and ext[s] != ext[s - 2]:
+                terms.append(prev[s - 2])
+            alpha[s] = np.logaddexp.reduce(terms) + logp[t, ext[s]]
+    return float(np.logaddexp(alpha[-1], alpha[-2]) if len(ext) > 1 else alpha[-1])
+
+
+@pytest.mark.parametrize("beam", [1, 2])
+def test_joint_score_is_weighted_attention_plus_ctc_likelihood(graphs, beam):
+    """A segment shorter than one window: every step's CTC term counts all frames, so the
+    CTC terms of a finished hypothesis add up to log P_ctc(its tokens | segment)."""
+    info, enc, dec = graphs
+    audio = synthesize("hi")[:6000]
+    store = encode_offline(enc, audio)
+    assert store.length <= info.window_size - info.window_back
+    weight = 0.4
+    result = decode_offline(dec, info, store, DecodeOptions(beam_size=beam, ctc_weight=weight, ctc_candidates=20))
+    best = result.nbest()[0]
+    assert best.finished and best.tokens[-1] == result.eos
+    content = best.tokens[:-1]
+    ctc = _ctc_log_likelihood(store.ctc_logp().astype(np.float64), content, result.blank)
+    assert best.score == pytest.approx((1 - weight) * sum(best.logps) + weight * ctc, abs=1e-3)
+    plain = decode_offline(dec, info, store, DecodeOptions(beam_size=beam)).nbest()[0]
+    assert plain.score == pytest.approx(sum(plain.logps), abs=1e-4)
 
 
 def test_token_budget_stops_runaway_decoding(graphs):

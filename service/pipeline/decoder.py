@@ -10,6 +10,10 @@ same decisions: streaming under any chunking equals offline decoding of the segm
 wait for audio / done), `apply()` takes the graph's outputs. The drivers that run the
 graph (a plain call offline, a micro-batched await in the service) stay tiny and the
 decoding rule exists once. Beam size 1 is greedy decoding.
+
+With `ctc_weight` > 0 each candidate token is scored jointly: (1 - w) attention log-prob
++ w CTC prefix log-prob (service/pipeline/ctc_prefix.py) over the frames up to the end
+of the step's window, so joint decoding streams exactly like attention-only decoding.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from service.pipeline.ctc_prefix import SCORE_FLOOR, CtcPrefix
 from service.pipeline.encoder import FrameStore
 from service.pipeline.model_info import ModelInfo
 
@@ -30,6 +35,8 @@ class DecodeOptions:
     token_budget_slack: int = 8
     length_norm: bool = True
     return_attention: bool = False  # keep the alignment matrix for the client (word times use it regardless)
+    ctc_weight: float = 0.0  # joint CTC/attention scoring; 0: attention only
+    ctc_candidates: int = 8  # attention's top tokens per hypothesis that CTC rescores
 
 
 @dataclass
@@ -45,10 +52,8 @@ class Hyp:
     centre: int  # window centre m
     align: list[tuple[int, np.ndarray]] = field(default_factory=list)  # per token: (window start, (W,) weights)
     finished: bool = False
-
-    @property
-    def score(self) -> float:
-        return float(sum(self.logps))
+    score: float = 0.0  # ranking score: sum of attention log-probs, or of joint scores with CTC
+    ctc: CtcPrefix | None = None  # CTC forward variables of `tokens` (joint decoding only)
 
     def ranking(self, length_norm: bool) -> float:
         return self.score / (len(self.logps) or 1) if length_norm else self.score
@@ -63,6 +68,8 @@ class StepRequest:
 
     inputs: dict[str, np.ndarray]
     starts: list[int]  # window start per row
+    bounds: list[int] = field(default_factory=list)  # per row: CTC scores count frames [0, bound)
+    ctc_logp: np.ndarray | None = None  # (T', V) the segment's CTC log-probs (joint decoding only)
 
 
 class WindowedDecoder:
@@ -72,11 +79,13 @@ class WindowedDecoder:
         self.info = info
         self.options = options
         self.eos = info.vocab.index("<sos/eos>")
+        self.blank = info.vocab.index("<blank>") if "<blank>" in info.vocab else -1
         back, w = info.window_back, info.window_size
         first_att = np.zeros(w, np.float32)
         first_att[back] = 1.0  # training starts from a one-hot at frame 0
         zero = np.zeros(info.dec_hidden, np.float32)
-        self.active: list[Hyp] = [Hyp([], [], zero, zero.copy(), first_att, -back, 0)]
+        root = CtcPrefix() if options.ctc_weight > 0 and self.blank >= 0 else None
+        self.active: list[Hyp] = [Hyp([], [], zero, zero.copy(), first_att, -back, 0, ctc=root)]
         self.finished: list[Hyp] = []
 
     @property
@@ -101,7 +110,11 @@ class WindowedDecoder:
                 return None  # wait for audio
         rows = [self._row(h, store) for h in self.active]
         inputs = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
-        return StepRequest(inputs, [h.window_start(back) for h in self.active])
+        starts = [h.window_start(back) for h in self.active]
+        if self.active[0].ctc is None:
+            return StepRequest(inputs, starts)
+        # the window end, not store.length: what has arrived depends on the chunking
+        return StepRequest(inputs, starts, [min(s + w, store.length) for s in starts], store.ctc_logp())
 
     def _row(self, hyp: Hyp, store: FrameStore) -> dict[str, np.ndarray]:
         start = hyp.window_start(self.info.window_back)
@@ -116,11 +129,17 @@ class WindowedDecoder:
         logp, att = outputs["logp"], outputs["att"]
         candidates: list[tuple[float, int, int]] = []  # (score, row, token)
         for row, hyp in enumerate(self.active):
-            top = np.argsort(-logp[row])[:k]
-            candidates += [(hyp.score + float(logp[row, t]), row, int(t)) for t in top]
+            if hyp.ctc is None:
+                top = np.argsort(-logp[row])[:k]
+                step_scores = logp[row, top].astype(np.float64)
+            else:
+                top = np.argsort(-logp[row])[:max(k, self.options.ctc_candidates)]
+                w = self.options.ctc_weight
+                step_scores = (1 - w) * logp[row, top] + w * self._ctc_scores(hyp, top, request, row)
+            candidates += [(hyp.score + float(s), row, int(t)) for t, s in zip(top, step_scores)]
         candidates.sort(key=lambda c: -c[0])
         survivors: list[Hyp] = []
-        for _, row, token in candidates:
+        for total, row, token in candidates:
             if len(survivors) >= k:
                 break
             parent, start = self.active[row], request.starts[row]
@@ -128,7 +147,8 @@ class WindowedDecoder:
             child = Hyp(parent.tokens + [token], parent.logps + [float(logp[row, token])],
                         outputs["new_h"][row], outputs["new_c"][row], weights, start,
                         max(parent.centre, start + int(np.argmax(weights))),
-                        parent.align + [(start, weights)])
+                        parent.align + [(start, weights)], score=total,
+                        ctc=parent.ctc.child(token) if parent.ctc is not None and token != self.eos else None)
             if token == self.eos:
                 child.finished = True
                 self.finished.append(child)
@@ -137,6 +157,15 @@ class WindowedDecoder:
         self.active = survivors
         if len(self.finished) >= k:
             self._finish_active(drop=True)
+
+    def _ctc_scores(self, hyp: Hyp, tokens: np.ndarray, request: StepRequest, row: int) -> np.ndarray:
+        """(K,) CTC log-probs of each candidate token after `hyp` (end of output for eos)."""
+        out = np.full(len(tokens), SCORE_FLOOR)  # blank is no output token
+        content = (tokens != self.eos) & (tokens != self.blank)
+        deltas, end = hyp.ctc.scores(request.ctc_logp, self.blank, request.bounds[row], tokens[content])
+        out[content] = deltas
+        out[tokens == self.eos] = end
+        return out
 
     def _finish_active(self, drop: bool = False) -> None:
         """End of decoding: remaining hypotheses end here (budget hit or enough finished)."""

@@ -102,7 +102,7 @@ class FrameStore:
     def __init__(self, info: ModelInfo) -> None:
         self._frames = np.zeros((64, info.enc_dim), np.float32)
         self._keys = np.zeros((64, info.att_dim), np.float32)
-        self._ctc: list[np.ndarray] = []
+        self._ctc = np.zeros((64, len(info.vocab)), np.float32)
         self.length = 0  # encoder frames available (40 ms each)
 
     def append(self, out: EncoderOutput) -> None:
@@ -110,9 +110,10 @@ class FrameStore:
         while self.length + n > len(self._frames):  # amortized doubling
             self._frames = np.concatenate([self._frames, np.zeros_like(self._frames)])
             self._keys = np.concatenate([self._keys, np.zeros_like(self._keys)])
+            self._ctc = np.concatenate([self._ctc, np.zeros_like(self._ctc)])
         self._frames[self.length:self.length + n] = out.frames
         self._keys[self.length:self.length + n] = out.keys
-        self._ctc.append(out.ctc_logp)
+        self._ctc[self.length:self.length + n] = out.ctc_logp
         self.length += n
 
     def window(self, start: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -126,8 +127,8 @@ class FrameStore:
         return frames, keys, valid
 
     def ctc_logp(self) -> np.ndarray:
-        """(T', V) CTC log-probs of the whole segment so far."""
-        return np.concatenate(self._ctc) if self._ctc else np.zeros((0, 0), np.float32)
+        """(T', V) CTC log-probs of the whole segment so far (a view: valid until the next append)."""
+        return self._ctc[: self.length]
 
 
 def encode_offline(graph: EncoderGraph, audio: np.ndarray, chunk_frames: int = 16) -> FrameStore:

@@ -1,0 +1,76 @@
+"""CTC prefix scores against brute-force enumeration of every CTC path."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from service.pipeline.ctc_prefix import CtcPrefix
+
+BLANK = 0
+
+
+def _collapse(path: tuple[int, ...]) -> tuple[int, ...]:
+    out, prev = [], BLANK
+    for s in path:
+        if s != BLANK and s != prev:
+            out.append(s)
+        prev = s
+    return tuple(out)
+
+
+def _brute(logp: np.ndarray, n: int) -> dict[tuple[int, ...], float]:
+    """Probability of each collapsed output of frames [0, n)."""
+    probs: dict[tuple[int, ...], float] = {}
+    p = np.exp(logp.astype(np.float64))
+    for path in itertools.product(range(logp.shape[1]), repeat=n):
+        out = _collapse(path)
+        probs[out] = probs.get(out, 0.0) + float(np.prod([p[t, s] for t, s in enumerate(path)]))
+    return probs
+
+
+def _psi(probs: dict[tuple[int, ...], float], prefix: tuple[int, ...]) -> float:
+    return sum(v for out, v in probs.items() if out[: len(prefix)] == prefix)
+
+
+def _node(prefix: tuple[int, ...]) -> CtcPrefix:
+    node = CtcPrefix()
+    for t in prefix:
+        node = node.child(t)
+    return node
+
+
+@pytest.fixture
+def logp():
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(6, 3)) * 2
+    return (x - np.log(np.exp(x).sum(1, keepdims=True))).astype(np.float32)
+
+
+@pytest.mark.parametrize("prefix", [(), (1,), (2,), (1, 1), (1, 2), (2, 1, 2)])
+@pytest.mark.parametrize("n", [1, 3, 6])
+def test_next_token_scores_match_enumeration(logp, prefix, n):
+    probs = _brute(logp, n)
+    node = _node(prefix)
+    deltas, end = node.scores(logp, BLANK, n, np.array([1, 2]))
+    own = _psi(probs, prefix)
+    if own == 0.0:  # prefix longer than the frames allow
+        assert node.prefix_score(logp, BLANK, n) == -np.inf
+        return
+    assert np.isclose(node.prefix_score(logp, BLANK, n), np.log(own), atol=1e-5)
+    for c, d in zip([1, 2], deltas):
+        assert np.isclose(np.exp(d), _psi(probs, prefix + (c,)) / own, atol=1e-5)
+    assert np.isclose(np.exp(end), probs.get(prefix, 0.0) / own, atol=1e-5)
+    # a proper distribution over the next token and "end here"
+    assert np.isclose(np.exp(deltas).sum() + np.exp(end), 1.0, atol=1e-5)
+
+
+def test_incremental_extension_equals_one_pass(logp):
+    a, b = _node((1, 2)), _node((1, 2))
+    for n in (1, 2, 4, 6):
+        a.extend(logp, BLANK, n)
+    b.extend(logp, BLANK, 6)
+    np.testing.assert_allclose(a.r_n, b.r_n)
+    np.testing.assert_allclose(a.r_b, b.r_b)
+    np.testing.assert_allclose(a.parent.r_b, b.parent.r_b)
