@@ -36,6 +36,7 @@ def load_recognizer(settings: Settings):
         inference_threads=settings.inference_threads,
         batch_max_size=settings.batch_max_size,
         batch_max_wait_ms=settings.batch_max_wait_ms,
+        ctc_weight=settings.ctc_weight,
     )
 
 

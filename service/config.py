@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
 
+from service.pipeline.ctc_prefix import DEFAULT_CTC_WEIGHT
+
 # The trained model shipped inside the package (see service/models/default/MODEL_CARD.md).
 BUNDLED_MODEL_DIR = pathlib.Path(__file__).resolve().parent / "models" / "default"
 
@@ -40,6 +42,8 @@ class Settings(BaseSettings):
     # 0: natural batching only (requests that queued while the inference threads were busy);
     # measured: a 5 ms wait added 15 ms to p50 partial latency and saved no CPU (docs/BENCHMARKS.md).
     batch_max_wait_ms: float = Field(0.0, ge=0.0, le=1000.0, description="longest wait to fill a batch, in ms")
+    ctc_weight: float = Field(DEFAULT_CTC_WEIGHT, ge=0.0, le=1.0,
+                              description="joint CTC/attention decoding: weight of the CTC prefix score (0: attention only)")
 
     # Limits.
     max_streams: int = Field(200, ge=1, description="concurrent recognition RPCs; more get RESOURCE_EXHAUSTED")

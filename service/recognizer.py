@@ -5,6 +5,7 @@ out (`new_segment`); nothing here changes after `start()` except the batch queue
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 from service import metrics
 from service.pipeline.assembly import Assembler
 from service.pipeline.batcher import MicroBatcher
+from service.pipeline.ctc_prefix import DEFAULT_CTC_WEIGHT
 from service.pipeline.decoder import DecodeOptions, DecoderGraph
 from service.pipeline.encoder import EncoderGraph
 from service.pipeline.model_info import ModelFileError, ModelInfo, create_session
@@ -27,7 +29,8 @@ DECODER_BATCH_AXES = {k: 0 for k in ("token", "h", "c", "att_prev", "enc", "keys
 
 class Recognizer:
     def __init__(self, model_dir: Path = DEFAULT_MODEL_DIR, *, inference_threads: int = 2,
-                 batch_max_size: int = 64, batch_max_wait_ms: float = 0.0, chunk_frames: int = 16) -> None:
+                 batch_max_size: int = 64, batch_max_wait_ms: float = 0.0, chunk_frames: int = 16,
+                 ctc_weight: float = DEFAULT_CTC_WEIGHT) -> None:
         model_dir = Path(model_dir)
         enc_session = create_session(model_dir / "encoder.onnx")
         dec_session = create_session(model_dir / "decoder.onnx")
@@ -36,6 +39,7 @@ class Recognizer:
             raise ModelFileError(f"encoder and decoder in {model_dir} come from different model versions")
         self.model_dir = model_dir
         self.chunk_frames = chunk_frames  # feature frames per encoder call (10 ms each)
+        self.ctc_weight = ctc_weight  # joint CTC/attention decoding weight for requests that leave it unset
         self.tokenizer = Tokenizer(self.info.vocab)
         self.encoder = EncoderGraph(enc_session, self.info)
         self.decoder = DecoderGraph(dec_session)
@@ -64,4 +68,6 @@ class Recognizer:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     def new_segment(self, offset_s: float, options: DecodeOptions = DecodeOptions()) -> SegmentRecognizer:
+        if options.ctc_weight is None:
+            options = dataclasses.replace(options, ctc_weight=self.ctc_weight)
         return SegmentRecognizer(self, offset_s, options)

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
+# Service default for the joint weight: measured on the dev set (docs/BENCHMARKS.md, "Joint CTC/attention").
+DEFAULT_CTC_WEIGHT = 0.3
 NEG_INF = -np.inf
 SCORE_FLOOR = -1.0e3
 

@@ -35,7 +35,7 @@ class DecodeOptions:
     token_budget_slack: int = 8
     length_norm: bool = True
     return_attention: bool = False  # keep the alignment matrix for the client (word times use it regardless)
-    ctc_weight: float = 0.0  # joint CTC/attention scoring; 0: attention only
+    ctc_weight: float | None = None  # joint CTC/attention scoring; 0: attention only; None: the service default
     ctc_candidates: int = 8  # attention's top tokens per hypothesis that CTC rescores
 
 
@@ -84,7 +84,7 @@ class WindowedDecoder:
         first_att = np.zeros(w, np.float32)
         first_att[back] = 1.0  # training starts from a one-hot at frame 0
         zero = np.zeros(info.dec_hidden, np.float32)
-        root = CtcPrefix() if options.ctc_weight > 0 and self.blank >= 0 else None
+        root = CtcPrefix() if (options.ctc_weight or 0.0) > 0 and self.blank >= 0 else None
         self.active: list[Hyp] = [Hyp([], [], zero, zero.copy(), first_att, -back, 0, ctc=root)]
         self.finished: list[Hyp] = []
 
@@ -135,7 +135,7 @@ class WindowedDecoder:
             else:
                 top = np.argsort(-logp[row])[:max(k, self.options.ctc_candidates)]
                 w = self.options.ctc_weight
-                step_scores = (1 - w) * logp[row, top] + w * self._ctc_scores(hyp, top, request, row)
+                step_scores = (1 - w) * logp[row, top] + w * self._ctc_scores(hyp, top, logp[row, top], request, row)
             candidates += [(hyp.score + float(s), row, int(t)) for t, s in zip(top, step_scores)]
         candidates.sort(key=lambda c: -c[0])
         survivors: list[Hyp] = []
@@ -158,13 +158,25 @@ class WindowedDecoder:
         if len(self.finished) >= k:
             self._finish_active(drop=True)
 
-    def _ctc_scores(self, hyp: Hyp, tokens: np.ndarray, request: StepRequest, row: int) -> np.ndarray:
-        """(K,) CTC log-probs of each candidate token after `hyp` (end of output for eos)."""
+    def _ctc_scores(self, hyp: Hyp, tokens: np.ndarray, att_logp: np.ndarray, request: StepRequest,
+                    row: int) -> np.ndarray:
+        """(K,) CTC log-probs of each candidate token after `hyp` (for eos: of the output ending).
+
+        CTC sees frames up to the window end only. The mass it gives to "nothing more up to
+        there" (`rest`) means the next token lies beyond the window, where CTC knows nothing:
+        that mass is shared out by the attention's own distribution (att_logp (K,)). Once the
+        window reaches past the segment end there is no beyond, and ending is CTC's own score.
+        The mixture stays a distribution over tokens and the end.
+        """
         out = np.full(len(tokens), SCORE_FLOOR)  # blank is no output token
         content = (tokens != self.eos) & (tokens != self.blank)
-        deltas, end = hyp.ctc.scores(request.ctc_logp, self.blank, request.bounds[row], tokens[content])
-        out[content] = deltas
-        out[tokens == self.eos] = end
+        deltas, rest = hyp.ctc.scores(request.ctc_logp, self.blank, request.bounds[row], tokens[content])
+        if request.starts[row] + self.info.window_size > len(request.ctc_logp):
+            out[content] = deltas
+            out[tokens == self.eos] = rest
+        else:
+            out[content] = np.logaddexp(deltas, rest + att_logp[content])
+            out[tokens == self.eos] = rest + att_logp[tokens == self.eos]
         return out
 
     def _finish_active(self, drop: bool = False) -> None:
