@@ -50,12 +50,17 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--corpus", type=Path, required=True)
     p.add_argument("--run", type=Path, required=True)
+    p.add_argument("--lineage", type=Path, action="append", default=[],
+                   help="earlier run this one was warm-started from (repeat, oldest first): its steps and time count too")
     p.add_argument("--summary-json", action="store_true", help="print the metadata summary and exit")
     p.add_argument("--eval", type=Path)
     p.add_argument("--out", type=Path)
     args = p.parse_args()
     corpus = corpus_summary(args.corpus)
     run = run_summary(args.run)
+    legs = [(str(r), run_summary(r)) for r in args.lineage] + [(str(args.run), dict(run))]
+    run = {"steps": sum(leg["steps"] for _, leg in legs),
+           "train_wall_minutes": round(sum(leg["train_wall_minutes"] for _, leg in legs), 1), "legs": legs}
     summary = {"training_data": json.dumps({"train": {k: corpus["train"][k] for k in ("utterances", "hours", "voices")},
                                             "synthesizers": corpus["train"]["voice_names"]}),
                "training_steps": str(run["steps"]), "training_wall_minutes": str(run["train_wall_minutes"])}
@@ -116,20 +121,27 @@ def render_card(corpus: dict, run: dict, ev: dict, run_dir: Path) -> str:
         "",
         "## Training",
         f"- {run['steps']} steps, {run['train_wall_minutes']} min of wall time on 2 CPU cores (sum over sessions; "
-        "the run was stopped and resumed). Full attention with a guided-attention loss and CTC weight 0.5 early, "
+        "the run was stopped and resumed"
+        + (", each leg warm-started from the one before: "
+           + ", ".join(f"{name} {leg['steps']} steps / {leg['train_wall_minutes']} min" for name, leg in run["legs"])
+           if len(run["legs"]) > 1 else "")
+        + "). Full attention with a guided-attention loss and CTC weight 0.5 early, "
         "then 0.3; the last steps fine-tune with the inference window applied; last 5 checkpoints averaged.",
         "- Exact commands: `scripts/train_default_model.sh`.",
         "",
         "## Dev-set accuracy (measured by `python -m model_export.evaluate`, one segment per utterance)",
         "",
-        f"{ev.get('utterances', '?')} utterances ({ev.get('hours', '?')} h) of held-out voices; beam {ev.get('beam', 1)}.",
+        f"{ev.get('utterances', '?')} utterances ({ev.get('hours', '?')} h) of held-out voices; beam {ev.get('beam', 1)}; "
+        f"windowed rows use joint CTC/attention scoring with CTC weight {ev.get('ctc_weight', 0)} (the service "
+        "default) unless marked attention only.",
         "",
         "| decoding | WER | CER | RTF (1 thread) |",
         "|---|---|---|---|",
-        _wer_row("full attention, offline (PyTorch, greedy)", ev.get("full_attention_offline")),
-        _wer_row("windowed attention, offline (ONNX fp32)", ev.get("windowed_offline")),
-        _wer_row("windowed attention, streaming (ONNX fp32, 100 ms pieces)", ev.get("windowed_streaming")),
-        _wer_row("windowed attention, offline (ONNX int8)", ev.get("windowed_offline_int8")),
+        _wer_row("full attention, offline (PyTorch, greedy, attention only)", ev.get("full_attention_offline")),
+        _wer_row("windowed attention, offline (ONNX fp32, attention only)", ev.get("windowed_offline_attention_only")),
+        _wer_row("windowed joint, offline (ONNX fp32)", ev.get("windowed_offline")),
+        _wer_row("windowed joint, streaming (ONNX fp32, 100 ms pieces)", ev.get("windowed_streaming")),
+        _wer_row("windowed joint, offline (ONNX int8)", ev.get("windowed_offline_int8")),
         "",
         "These figures are for synthetic voices of the training engines; real human speech is out of domain "
         "for this model. See docs/BENCHMARKS.md for service-level figures and the pocketsphinx comparison.",

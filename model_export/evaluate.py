@@ -7,12 +7,15 @@
 - windowed attention, offline (ONNX, the service's decoder over a whole segment)
 - windowed attention, streaming (ONNX, audio fed in 100 ms pieces, the service's SegmentRecognizer)
 - the same streaming decode on the int8 graphs, when given
+The windowed decoders use joint CTC/attention scoring at --ctc-weight (the service default);
+with a weight > 0 windowed offline decoding is also reported attention-only, for comparison.
 Each utterance is one segment (no VAD): this measures the model, bench/ measures the service.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -21,6 +24,7 @@ import jiwer
 import numpy as np
 
 from model_export.data import load_audio, read_manifest
+from service.pipeline.ctc_prefix import DEFAULT_CTC_WEIGHT
 from service.pipeline.decoder import DecodeOptions, decode_offline
 from service.pipeline.encoder import encode_offline
 from service.pipeline.features import compute_features
@@ -70,7 +74,8 @@ def main() -> None:
     p.add_argument("--int8-dir", type=Path)
     p.add_argument("--limit", type=int, default=0)
     p.add_argument("--beam", type=int, default=1)
-    p.add_argument("--ctc-weight", type=float, default=0.0, help="joint CTC/attention scoring weight (0: attention only)")
+    p.add_argument("--ctc-weight", type=float, default=DEFAULT_CTC_WEIGHT,
+                   help="joint CTC/attention scoring weight (0: attention only; default: the service's)")
     p.add_argument("--json-out", type=Path)
     args = p.parse_args()
     utts = read_manifest(args.manifest)
@@ -87,6 +92,11 @@ def main() -> None:
     t0 = time.perf_counter()
     report["windowed_offline"] = score(refs, [windowed_offline(rec, a, options) for a in audios])
     report["windowed_offline"]["rtf_1thread"] = round((time.perf_counter() - t0) / (hours * 3600), 4)
+    if options.ctc_weight:
+        plain = dataclasses.replace(options, ctc_weight=0.0)
+        t0 = time.perf_counter()
+        report["windowed_offline_attention_only"] = score(refs, [windowed_offline(rec, a, plain) for a in audios])
+        report["windowed_offline_attention_only"]["rtf_1thread"] = round((time.perf_counter() - t0) / (hours * 3600), 4)
     hyps = asyncio.run(_stream_all(rec, audios, options))
     report["windowed_streaming"] = score(refs, hyps)
     report["examples"] = [{"ref": r, "hyp": h} for r, h in list(zip(refs, hyps))[:5]]
