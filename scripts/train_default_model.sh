@@ -22,10 +22,17 @@ $T --out runs/skip --enc-skip --init-from runs/bpe2/ckpt-4000.pt --steps 6500 --
 $T --out runs/skip --enc-skip --steps 5600 --window-from 4900 --warmup 100 \
     --guided-weight 0.3 --guided-until 1000 --ctc-high-until 6500 --no-spec-augment
 
-python -m model_export.export --checkpoint runs/skip/final.pt --out service/models/default \
-    --manifest data/corpus/train.jsonl --int8-out runs/skip/int8 \
-    --meta "$(python -m model_export.card --summary-json --corpus data/corpus --run runs/skip)"
+# Phase C (session 2): warm start from B's averaged weights (= model_export/checkpoints/default-step5600.pt),
+# fresh cosine schedule, no guided loss, CTC weight 0.5 until 8000 then 0.3, windowed fine-tuning from 13500.
+mkdir -p runs/long && cp -n model_export/checkpoints/bpe256.* runs/long/
+$T --out runs/long --enc-skip --init-from runs/skip/final.pt --steps 15000 --window-from 13500 --warmup 200 \
+    --guided-weight 0 --ctc-high-until 8000 --no-spec-augment --eval-every 1500
+
+LINEAGE="--lineage runs/bpe2 --lineage runs/skip"
+python -m model_export.export --checkpoint runs/long/final.pt --out service/models/default \
+    --manifest data/corpus/train.jsonl --int8-out runs/long/int8 \
+    --meta "$(python -m model_export.card --summary-json --corpus data/corpus --run runs/long $LINEAGE)"
 python -m model_export.evaluate --manifest data/corpus/dev.jsonl --model-dir service/models/default \
-    --checkpoint runs/skip/final.pt --int8-dir runs/skip/int8 --json-out runs/skip/dev_eval.json
-python -m model_export.card --corpus data/corpus --run runs/skip --eval runs/skip/dev_eval.json \
+    --checkpoint runs/long/final.pt --int8-dir runs/long/int8 --json-out runs/long/dev_eval.json
+python -m model_export.card --corpus data/corpus --run runs/long $LINEAGE --eval runs/long/dev_eval.json \
     --out service/models/default/MODEL_CARD.md
