@@ -54,6 +54,7 @@ def main() -> None:
                    help="earlier run this one was warm-started from (repeat, oldest first): its steps and time count too")
     p.add_argument("--summary-json", action="store_true", help="print the metadata summary and exit")
     p.add_argument("--eval", type=Path)
+    p.add_argument("--notes", type=Path, help="hand-written Markdown appended to the card (status, what limited it)")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
     corpus = corpus_summary(args.corpus)
@@ -71,7 +72,8 @@ def main() -> None:
         print(json.dumps({"corpus": corpus, "run": run}, indent=2))
         return
     evaluation = json.loads(args.eval.read_text()) if args.eval else {}
-    args.out.write_text(render_card(corpus, run, evaluation, args.run))
+    notes = "\n" + args.notes.read_text() if args.notes else ""
+    args.out.write_text(render_card(corpus, run, evaluation, args.run) + notes)
 
 
 def _wer_row(name: str, result: dict | None) -> str:

@@ -23,10 +23,16 @@ $T --out runs/skip --enc-skip --steps 5600 --window-from 4900 --warmup 100 \
     --guided-weight 0.3 --guided-until 1000 --ctc-high-until 6500 --no-spec-augment
 
 # Phase C (session 2): warm start from B's averaged weights (= model_export/checkpoints/default-step5600.pt),
-# fresh cosine schedule, no guided loss, CTC weight 0.5 until 8000 then 0.3, windowed fine-tuning from 13500.
+# fresh cosine schedule, no guided loss, CTC weight 0.5 until 8000 then 0.3. Run in four legs (a resume
+# takes the new flags): the schedule lengthened at 3200; SpecAugment on from 8600 (train loss kept
+# falling while dev WER stayed flat); the schedule shortened at 10400 to fit the session; windowed
+# fine-tuning from 13600.
 mkdir -p runs/long && cp -n model_export/checkpoints/bpe256.* runs/long/
-$T --out runs/long --enc-skip --init-from runs/skip/final.pt --steps 15000 --window-from 13500 --warmup 200 \
-    --guided-weight 0 --ctc-high-until 8000 --no-spec-augment --eval-every 1500
+C="$T --out runs/long --enc-skip --init-from runs/skip/final.pt --warmup 200 --guided-weight 0 --ctc-high-until 8000 --eval-every 1500"
+$C --steps 15000 --window-from 13500 --no-spec-augment --max-steps-this-run 3200
+$C --steps 17000 --window-from 15500 --no-spec-augment --max-steps-this-run 5400
+$C --steps 15600 --window-from 14600 --max-steps-this-run 1800
+$C --steps 14400 --window-from 13600
 
 LINEAGE="--lineage runs/bpe2 --lineage runs/skip"
 python -m model_export.export --checkpoint runs/long/final.pt --out service/models/default \
@@ -35,4 +41,4 @@ python -m model_export.export --checkpoint runs/long/final.pt --out service/mode
 python -m model_export.evaluate --manifest data/corpus/dev.jsonl --model-dir service/models/default \
     --checkpoint runs/long/final.pt --int8-dir runs/long/int8 --json-out runs/long/dev_eval.json
 python -m model_export.card --corpus data/corpus --run runs/long $LINEAGE --eval runs/long/dev_eval.json \
-    --out service/models/default/MODEL_CARD.md
+    --notes model_export/MODEL_NOTES.md --out service/models/default/MODEL_CARD.md
