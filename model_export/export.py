@@ -159,10 +159,12 @@ def main() -> None:
     p.add_argument("--meta", type=str, default="{}", help="JSON object of extra metadata (e.g. training data summary)")
     p.add_argument("--int8-out", type=Path, help="also write int8-quantized graphs here")
     p.add_argument("--manifest", type=Path, help="training manifest: measure the decoding token budget on it")
+    p.add_argument("--version", default=MODEL_VERSION, help="stt.model_version written into both graphs (logs, checks)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO)
     model = load_checkpoint(args.checkpoint)
     meta = json.loads(args.meta)
+    meta["model_version"] = args.version
     if args.manifest:
         meta["max_tokens_per_frame"] = str(token_budget(args.checkpoint, args.manifest, model.cfg.subsampling))
     export(model, args.out, meta)

@@ -22,7 +22,7 @@ $T --out runs/skip --enc-skip --init-from runs/bpe2/ckpt-4000.pt --steps 6500 --
 $T --out runs/skip --enc-skip --steps 5600 --window-from 4900 --warmup 100 \
     --guided-weight 0.3 --guided-until 1000 --ctc-high-until 6500 --no-spec-augment
 
-# Phase C (session 2): warm start from B's averaged weights (= model_export/checkpoints/default-step5600.pt),
+# Phase C (session 2): warm start from B's averaged weights (the session-1 model, in git history as model_export/checkpoints/default-step5600.pt),
 # fresh cosine schedule, no guided loss, CTC weight 0.5 until 8000 then 0.3. Run in four legs (a resume
 # takes the new flags): the schedule lengthened at 3200; SpecAugment on from 8600 (train loss kept
 # falling while dev WER stayed flat); the schedule shortened at 10400 to fit the session; windowed
@@ -35,7 +35,7 @@ $C --steps 15600 --window-from 14600 --max-steps-this-run 1800
 $C --steps 14400 --window-from 13600
 
 LINEAGE="--lineage runs/bpe2 --lineage runs/skip"
-python -m model_export.export --checkpoint runs/long/final.pt --out service/models/default \
+python -m model_export.export --checkpoint runs/long/final.pt --out service/models/default --version 1.1.0 \
     --manifest data/corpus/train.jsonl --int8-out runs/long/int8 \
     --meta "$(python -m model_export.card --summary-json --corpus data/corpus --run runs/long $LINEAGE)"
 python -m model_export.evaluate --manifest data/corpus/dev.jsonl --model-dir service/models/default \
