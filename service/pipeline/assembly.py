@@ -86,13 +86,20 @@ class Assembler:
                           offset_s + n_frames * self.info.frame_shift_s)
 
     def _content(self, hyp: Hyp) -> tuple[list[int], list[float], list[int]]:
-        """Tokens without eos, their log-probs and their attention argmax frames."""
+        """Tokens without eos, their log-probs and their alignment frames.
+
+        A token's frame is the running maximum of the attention argmax, the same position the
+        decoder's window follows: a peak that falls back inside the window would otherwise give
+        a word that starts before the previous one.
+        """
         out_t, out_l, out_f = [], [], []
+        frame = 0
         for t, lp, (start, weights) in zip(hyp.tokens, hyp.logps, hyp.align):
             if t != self.tok.eos_id:
+                frame = max(frame, start + int(np.argmax(weights)))
                 out_t.append(t)
                 out_l.append(lp)
-                out_f.append(start + int(np.argmax(weights)))
+                out_f.append(frame)
         return out_t, out_l, out_f
 
     def _words(self, tokens: list[int], logps: list[float], frames: list[int], offset_s: float) -> list[WordTiming]:
