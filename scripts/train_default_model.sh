@@ -34,11 +34,16 @@ $C --steps 17000 --window-from 15500 --no-spec-augment --max-steps-this-run 5400
 $C --steps 15600 --window-from 14600 --max-steps-this-run 1800
 $C --steps 14400 --window-from 13600
 
-LINEAGE="--lineage runs/bpe2 --lineage runs/skip"
-python -m model_export.export --checkpoint runs/long/final.pt --out service/models/default --version 1.1.0 \
-    --manifest data/corpus/train.jsonl --int8-out runs/long/int8 \
-    --meta "$(python -m model_export.card --summary-json --corpus data/corpus --run runs/long $LINEAGE)"
+# (runs/long/final.pt was exported as v1.1.0.) Phase D: another 3,600 steps from it, SpecAugment on, lower peak LR.
+mkdir -p runs/long2 && cp -n model_export/checkpoints/bpe256.* runs/long2/
+$T --out runs/long2 --enc-skip --init-from runs/long/final.pt --lr 5e-4 --steps 3600 --window-from 3000 --warmup 100 \
+    --guided-weight 0 --ctc-high-until 0 --eval-every 1200
+
+LINEAGE="--lineage runs/bpe2 --lineage runs/skip --lineage runs/long"
+python -m model_export.export --checkpoint runs/long2/final.pt --out service/models/default --version 1.2.0 \
+    --manifest data/corpus/train.jsonl --int8-out runs/long2/int8 \
+    --meta "$(python -m model_export.card --summary-json --corpus data/corpus --run runs/long2 $LINEAGE)"
 python -m model_export.evaluate --manifest data/corpus/dev.jsonl --model-dir service/models/default \
-    --checkpoint runs/long/final.pt --int8-dir runs/long/int8 --json-out runs/long/dev_eval.json
-python -m model_export.card --corpus data/corpus --run runs/long $LINEAGE --eval runs/long/dev_eval.json \
+    --checkpoint runs/long2/final.pt --int8-dir runs/long2/int8 --json-out runs/long2/dev_eval.json
+python -m model_export.card --corpus data/corpus --run runs/long2 $LINEAGE --eval runs/long2/dev_eval.json \
     --notes model_export/MODEL_NOTES.md --out service/models/default/MODEL_CARD.md
