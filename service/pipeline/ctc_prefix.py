@@ -72,17 +72,18 @@ class CtcPrefix:
             return
         self.parent.extend(logp, blank, n)
         prev_n = self.r_n[-1] if t0 else NEG_INF
-        new_n = _recurrence(prev_n, self.parent.entry(self.token, t0, n), logp[t0:n, self.token].astype(np.float64))
+        new_n = _recurrence(prev_n, self.parent.entry(t0, n, self.token == self.parent.token),
+                            logp[t0:n, self.token].astype(np.float64))
         n_before = np.concatenate([[prev_n], new_n[:-1]])
         new_b = _recurrence(self.r_b[-1] if t0 else NEG_INF, n_before, lp_blank)
         self.r_n = np.concatenate([self.r_n, new_n])
         self.r_b = np.concatenate([self.r_b, new_b])
 
-    def entry(self, token: int, lo: int, hi: int) -> np.ndarray:
-        """log prob of being ready to emit `token` after this prefix, at frame t - 1, for t in [lo, hi).
+    def entry(self, lo: int, hi: int, repeat: bool) -> np.ndarray:
+        """log prob of being ready to emit a next token after this prefix, at frame t - 1, for t in [lo, hi).
 
-        A repeated token needs a blank in between (only r_b counts); at t = 0 only the
-        empty prefix is ready (probability 1).
+        `repeat`: the next token equals this prefix's last one, so a blank must come in
+        between (only r_b counts). At t = 0 only the empty prefix is ready (probability 1).
         """
         out = np.empty(hi - lo)
         first = 0
@@ -90,7 +91,7 @@ class CtcPrefix:
             out[0] = 0.0 if self.is_root else NEG_INF
             first = 1
         idx = np.arange(lo + first - 1, hi - 1)
-        out[first:] = self.r_b[idx] if token == self.token else np.logaddexp(self.r_n[idx], self.r_b[idx])
+        out[first:] = self.r_b[idx] if repeat else np.logaddexp(self.r_n[idx], self.r_b[idx])
         return out
 
     def prefix_score(self, logp: np.ndarray, blank: int, n: int) -> float:
@@ -98,7 +99,8 @@ class CtcPrefix:
         if self.parent is None:
             return 0.0
         self.extend(logp, blank, n)
-        return float(np.logaddexp.reduce(self.parent.entry(self.token, 0, n) + logp[:n, self.token]))
+        ready = self.parent.entry(0, n, self.token == self.parent.token)
+        return float(np.logaddexp.reduce(ready + logp[:n, self.token]))
 
     def scores(self, logp: np.ndarray, blank: int, n: int, tokens: np.ndarray) -> tuple[np.ndarray, float]:
         """CTC log-probs of the next token given this prefix, over frames [0, n).
@@ -110,8 +112,7 @@ class CtcPrefix:
         own = self.prefix_score(logp, blank, n)
         if not np.isfinite(own):  # more tokens than the frames can hold: CTC has nothing to add
             return np.zeros(len(tokens)), 0.0
-        ready_any = self.entry(-2, 0, n)  # -2 never equals a token: the "different token" entry
-        ready_same = self.entry(self.token, 0, n)
+        ready_any, ready_same = self.entry(0, n, repeat=False), self.entry(0, n, repeat=True)
         ready = np.where((tokens == self.token)[None, :], ready_same[:, None], ready_any[:, None])  # (n, K)
         psi = np.logaddexp.reduce(ready + logp[:n, tokens], axis=0)
         end = float(np.logaddexp(self.r_n[n - 1], self.r_b[n - 1]))
