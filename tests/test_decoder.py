@@ -4,12 +4,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from service.config import BUNDLED_MODEL_DIR
 from service.pipeline.decoder import (DecodeOptions, DecoderGraph, WindowedDecoder, alignment_matrix,
                                       decode_offline, shift_window)
 from service.pipeline.encoder import EncoderGraph, FeatureChunker, FrameStore, encode_offline
 from service.pipeline.features import FeatureExtractor
 from service.pipeline.model_info import ModelInfo, create_session
-from tests.speech_audio import synthesize
+from service.pipeline.tokenizer import Tokenizer
+from tests.speech_audio import silence, synthesize
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +36,7 @@ def streaming(info, enc, dec, audio, options, rng):
     fe, chunker, store, state = FeatureExtractor(info.features), FeatureChunker(info), FrameStore(info), enc.zero_state()
     decoder = WindowedDecoder(info, options)
     pos, steps_before_end = 0, 0
+    decoder.held_before_end = False  # test bookkeeping: did a step wait for the segment end?
     while pos < len(audio):
         n = int(rng.integers(1, 4000))
         for chunk in chunker.push(fe.process(audio[pos:pos + n])):
@@ -42,6 +45,7 @@ def streaming(info, enc, dec, audio, options, rng):
         while (req := decoder.next_step(store, ended=False)) is not None:
             decoder.apply(req, dec.run(req.inputs))
             steps_before_end += 1
+        decoder.held_before_end |= decoder.holding_end
     tail = chunker.push(fe.flush()) + [c for c in [chunker.flush()] if c is not None]
     for chunk in tail:
         state = _encode(enc, state, chunk, store)
@@ -66,6 +70,35 @@ def test_streaming_equals_offline_under_random_chunking(graphs, beam, ctc_weight
                                       alignment_matrix(ref_best, ref_store.length, ref.eos))
         assert [h.tokens for h in got.nbest()] == [h.tokens for h in ref.nbest()]
         assert early_steps > 0, "no step ran before the end: decoding did not stream"
+
+
+@pytest.fixture(scope="module")
+def bundled_graphs():
+    if not (BUNDLED_MODEL_DIR / "encoder.onnx").is_file():
+        pytest.skip("no bundled model")
+    enc_sess = create_session(BUNDLED_MODEL_DIR / "encoder.onnx")
+    info = ModelInfo.from_session(enc_sess)
+    return info, EncoderGraph(enc_sess, info), DecoderGraph(create_session(BUNDLED_MODEL_DIR / "decoder.onnx"))
+
+
+def test_an_end_proposed_in_a_pause_waits_for_the_segment_end(bundled_graphs):
+    """Two sentences in one segment: the trained decoder proposes the end in the pause after the
+    first. Only the whole segment can tell that speech follows, so that step waits for the segment's
+    end, CTC's exact end score rejects it, and the second sentence is decoded; streaming still
+    equals offline."""
+    info, enc, dec = bundled_graphs
+    audio = np.concatenate([silence(0.3), synthesize("what time is it"), silence(0.6),
+                            synthesize("turn on the lights"), silence(0.3)])
+    options = DecodeOptions(beam_size=1, ctc_weight=0.3)
+    ref, _ = offline(info, enc, dec, audio, options)
+    tokenizer = Tokenizer(info.vocab)
+    text = tokenizer.decode(ref.nbest()[0].content_tokens(ref.eos))
+    assert "time" in text.split() and "lights" in text.split(), text
+    for seed in range(2):
+        got, _, early_steps = streaming(info, enc, dec, audio, options, np.random.default_rng(seed))
+        assert got.held_before_end, "no end decision waited for the segment: the test proves nothing"
+        assert early_steps > 0
+        assert got.nbest()[0].tokens == ref.nbest()[0].tokens
 
 
 def test_window_only_moves_forward_and_respects_bounds(graphs):

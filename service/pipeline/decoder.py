@@ -14,6 +14,14 @@ decoding rule exists once. Beam size 1 is greedy decoding.
 With `ctc_weight` > 0 each candidate token is scored jointly: (1 - w) attention log-prob
 + w CTC prefix log-prob (service/pipeline/ctc_prefix.py) over the frames up to the end
 of the step's window, so joint decoding streams exactly like attention-only decoding.
+
+Ending is the one decision the window cannot make: the attention decoder often proposes
+the end in a pause mid-sentence, and frames up to the window end cannot say whether more
+speech follows. So when an end would make the beam, the step is decided with CTC's exact
+score for "the output is complete" over the whole segment, which exists only once the
+segment has ended: a streaming decoder holds that step (partials pause) until then.
+Offline decoding applies the same rule with the segment already complete, so streaming
+still equals offline.
 """
 from __future__ import annotations
 
@@ -70,6 +78,15 @@ class StepRequest:
     starts: list[int]  # window start per row
     bounds: list[int] = field(default_factory=list)  # per row: CTC scores count frames [0, bound)
     ctc_logp: np.ndarray | None = None  # (T', V) the segment's CTC log-probs (joint decoding only)
+    ended: bool = True  # the segment is complete: ctc_logp holds all of its frames
+
+
+@dataclass
+class _Candidate:
+    score: float  # hypothesis score after this token
+    row: int
+    token: int
+    end_pending: bool = False  # an end scored from the window only: needs the whole segment
 
 
 class WindowedDecoder:
@@ -87,10 +104,16 @@ class WindowedDecoder:
         root = CtcPrefix() if (options.ctc_weight or 0.0) > 0 and self.blank >= 0 else None
         self.active: list[Hyp] = [Hyp([], [], zero, zero.copy(), first_att, -back, 0, ctc=root)]
         self.finished: list[Hyp] = []
+        self._held: tuple[StepRequest, dict[str, np.ndarray], list[_Candidate]] | None = None
 
     @property
     def done(self) -> bool:
         return not self.active
+
+    @property
+    def holding_end(self) -> bool:
+        """A step waits for the segment's end to decide whether the output ends there."""
+        return self._held is not None
 
     def token_budget(self, n_frames: int) -> int:
         per_frame = self.options.max_tokens_per_frame or self.info.max_tokens_per_frame
@@ -98,6 +121,12 @@ class WindowedDecoder:
 
     def next_step(self, store: FrameStore, ended: bool) -> StepRequest | None:
         """The next decoder call if the rule of DESIGN §3 allows one now, else None."""
+        if self._held is not None:
+            if not ended:
+                return None  # an end decision needs the whole segment
+            request, outputs, candidates = self._held
+            self._held = None
+            self._select(self._exact_ends(candidates, request, outputs, store.ctc_logp()), request, outputs)
         if not self.active:
             return None
         back, w = self.info.window_back, self.info.window_size
@@ -114,7 +143,7 @@ class WindowedDecoder:
         if self.active[0].ctc is None:
             return StepRequest(inputs, starts)
         # the window end, not store.length: what has arrived depends on the chunking
-        return StepRequest(inputs, starts, [min(s + w, store.length) for s in starts], store.ctc_logp())
+        return StepRequest(inputs, starts, [min(s + w, store.length) for s in starts], store.ctc_logp(), ended)
 
     def _row(self, hyp: Hyp, store: FrameStore) -> dict[str, np.ndarray]:
         start = hyp.window_start(self.info.window_back)
@@ -124,30 +153,62 @@ class WindowedDecoder:
                 "enc": frames, "keys": keys, "mask": np.where(valid, 0.0, MASK_VALUE).astype(np.float32)}
 
     def apply(self, request: StepRequest, outputs: dict[str, np.ndarray]) -> None:
-        """Expand every active hypothesis with the graph's log-probs; keep the best `beam_size`."""
+        """Expand every active hypothesis with the graph's log-probs; keep the best `beam_size`.
+
+        If an end scored from the window alone would make the beam, the step waits for the
+        segment's end (held until `next_step(..., ended=True)`), then ends are scored exactly.
+        """
         k = self.options.beam_size
-        logp, att = outputs["logp"], outputs["att"]
-        candidates: list[tuple[float, int, int]] = []  # (score, row, token)
+        logp = outputs["logp"]
+        candidates: list[_Candidate] = []
         for row, hyp in enumerate(self.active):
             if hyp.ctc is None:
                 top = np.argsort(-logp[row])[:k]
                 step_scores = logp[row, top].astype(np.float64)
+                pending = np.zeros(len(top), bool)
             else:
                 top = np.argsort(-logp[row])[:max(k, self.options.ctc_candidates)]
                 w = self.options.ctc_weight
-                step_scores = (1 - w) * logp[row, top] + w * self._ctc_scores(hyp, top, logp[row, top], request, row)
-            candidates += [(hyp.score + float(s), row, int(t)) for t, s in zip(top, step_scores)]
-        candidates.sort(key=lambda c: -c[0])
+                ctc, exact = self._ctc_scores(hyp, top, logp[row, top], request, row)
+                step_scores = (1 - w) * logp[row, top] + w * ctc
+                pending = (top == self.eos) & ~exact
+            candidates += [_Candidate(hyp.score + float(s), row, int(t), bool(p))
+                           for t, s, p in zip(top, step_scores, pending)]
+        candidates.sort(key=lambda c: -c.score)
+        if any(c.end_pending for c in candidates[:k]):
+            if not request.ended:
+                self._held = (request, outputs, candidates)
+                return
+            candidates = self._exact_ends(candidates, request, outputs, request.ctc_logp)
+        self._select(candidates, request, outputs)
+
+    def _exact_ends(self, candidates: list[_Candidate], request: StepRequest, outputs: dict[str, np.ndarray],
+                    ctc_logp: np.ndarray) -> list[_Candidate]:
+        """Re-score window-only ends with CTC's P(output complete) over the whole segment, ctc_logp (T', V)."""
+        w = self.options.ctc_weight
+        out = []
+        for c in candidates:
+            if c.end_pending:
+                hyp = self.active[c.row]
+                _, rest = hyp.ctc.scores(ctc_logp, self.blank, len(ctc_logp), np.zeros(0, np.int64))
+                c = _Candidate(hyp.score + (1 - w) * float(outputs["logp"][c.row, self.eos]) + w * rest, c.row, c.token)
+            out.append(c)
+        return sorted(out, key=lambda c: -c.score)
+
+    def _select(self, candidates: list[_Candidate], request: StepRequest, outputs: dict[str, np.ndarray]) -> None:
+        k = self.options.beam_size
+        logp, att = outputs["logp"], outputs["att"]
         survivors: list[Hyp] = []
-        for total, row, token in candidates:
+        for cand in candidates:
             if len(survivors) >= k:
                 break
+            row, token = cand.row, cand.token
             parent, start = self.active[row], request.starts[row]
             weights = att[row].astype(np.float32)
             child = Hyp(parent.tokens + [token], parent.logps + [float(logp[row, token])],
                         outputs["new_h"][row], outputs["new_c"][row], weights, start,
                         max(parent.centre, start + int(np.argmax(weights))),
-                        parent.align + [(start, weights)], score=total,
+                        parent.align + [(start, weights)], score=cand.score,
                         ctc=parent.ctc.child(token) if parent.ctc is not None and token != self.eos else None)
             if token == self.eos:
                 child.finished = True
@@ -159,14 +220,15 @@ class WindowedDecoder:
             self._finish_active(drop=True)
 
     def _ctc_scores(self, hyp: Hyp, tokens: np.ndarray, att_logp: np.ndarray, request: StepRequest,
-                    row: int) -> np.ndarray:
+                    row: int) -> tuple[np.ndarray, bool]:
         """(K,) CTC log-probs of each candidate token after `hyp` (for eos: of the output ending).
 
         CTC sees frames up to the window end only. The mass it gives to "nothing more up to
         there" (`rest`) means the next token lies beyond the window, where CTC knows nothing:
         that mass is shared out by the attention's own distribution (att_logp (K,)). Once the
         window reaches past the segment end there is no beyond, and ending is CTC's own score.
-        The mixture stays a distribution over tokens and the end.
+        The mixture stays a distribution over tokens and the end. Returns the scores and
+        whether the end's score is exact (the window reaches past the segment end).
         """
         out = np.full(len(tokens), SCORE_FLOOR)  # blank is no output token
         content = (tokens != self.eos) & (tokens != self.blank)
@@ -174,10 +236,10 @@ class WindowedDecoder:
         if request.starts[row] + self.info.window_size > len(request.ctc_logp):
             out[content] = deltas
             out[tokens == self.eos] = rest
-        else:
-            out[content] = np.logaddexp(deltas, rest + att_logp[content])
-            out[tokens == self.eos] = rest + att_logp[tokens == self.eos]
-        return out
+            return out, True
+        out[content] = np.logaddexp(deltas, rest + att_logp[content])
+        out[tokens == self.eos] = rest + att_logp[tokens == self.eos]
+        return out, False
 
     def _finish_active(self, drop: bool = False) -> None:
         """End of decoding: remaining hypotheses end here (budget hit or enough finished)."""
