@@ -38,9 +38,13 @@ class Job:
     seed: int
 
 
-def plan_jobs(n_train: int, n_dev: int, seed: int) -> list[Job]:
-    """Deterministic job list: the same arguments always give the same corpus."""
-    sentences = text.build_sentences(seed)
+def plan_jobs(n_train: int, n_dev: int, seed: int, exclude: frozenset[str] = frozenset()) -> list[Job]:
+    """Deterministic job list: the same arguments always give the same corpus.
+
+    `exclude`: sentences never to use, e.g. another corpus's dev texts when this one adds
+    training data with a new seed (a new seed splits the text pool differently).
+    """
+    sentences = [s for s in text.build_sentences(seed) if s not in exclude]
     n_dev_text = max(n_dev * 2, len(sentences) // 50)
     dev_text, train_text = sentences[:n_dev_text], sentences[n_dev_text:]
     rng = random.Random(seed)
@@ -89,9 +93,10 @@ def done_ids(manifest: Path) -> set[str]:
     return ids
 
 
-def build(out: Path, n_train: int, n_dev: int, workers: int, seed: int) -> None:
+def build(out: Path, n_train: int, n_dev: int, workers: int, seed: int,
+          exclude: frozenset[str] = frozenset()) -> None:
     (out / "wav").mkdir(parents=True, exist_ok=True)
-    jobs = plan_jobs(n_train, n_dev, seed)
+    jobs = plan_jobs(n_train, n_dev, seed, exclude)
     manifests = {s: out / f"{s}.jsonl" for s in ("train", "dev")}
     finished = done_ids(manifests["train"]) | done_ids(manifests["dev"])
     todo = [j for j in jobs if j.uid not in finished]
@@ -118,9 +123,13 @@ def main() -> None:
     parser.add_argument("--dev-utts", type=int, default=500)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--exclude-text", type=Path, action="append", default=[],
+                        help="manifest whose texts this corpus must not contain (repeatable), e.g. "
+                             "data/corpus/dev.jsonl when adding training data with another --seed")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    build(args.out, args.train_utts, args.dev_utts, args.workers, args.seed)
+    exclude = frozenset(json.loads(line)["text"] for m in args.exclude_text for line in m.read_text().splitlines())
+    build(args.out, args.train_utts, args.dev_utts, args.workers, args.seed, exclude)
 
 
 if __name__ == "__main__":

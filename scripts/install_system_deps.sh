@@ -7,7 +7,7 @@
 set -euo pipefail
 SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-PKGS_MAIN="espeak-ng flite sox libsndfile1 ffmpeg prometheus openssl"
+PKGS_MAIN="espeak-ng flite fortunes fortunes-min wordnet-base sox libsndfile1 ffmpeg prometheus openssl"
 PKGS_NONFREE="mbrola mbrola-us1 mbrola-us3 mbrola-en1"
 
 export DEBIAN_FRONTEND=noninteractive
