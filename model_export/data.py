@@ -8,6 +8,7 @@ Transcripts go through the corpus normalizer, so real data with digits works too
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import multiprocessing as mp
@@ -68,18 +69,22 @@ class FeatureSet:
     def __init__(self, utts: list[Utterance], text_encoder, cache: Path | None, workers: int) -> None:
         self.utts = utts
         self.tokens = [text_encoder.encode(u.text) for u in utts]  # CharEncoder or BpeEncoder
-        if cache is not None and cache.exists():
-            data = np.load(cache)
+        # The cache belongs to one list of files: a resumed run given another manifest recomputes.
+        key = np.frombuffer(hashlib.sha256("\n".join(u.path for u in utts).encode()).digest(), np.uint8)
+        data = np.load(cache) if cache is not None and cache.exists() else None
+        if data is not None and "key" in data and np.array_equal(data["key"], key):
             flat, offsets = data["feats"], data["offsets"]
             log.info("features: loaded %s", cache)
         else:
+            if data is not None:
+                log.warning("features: %s was computed for other files; recomputing", cache)
             with mp.Pool(workers) as pool:
                 feats = pool.map(_featurize, [u.path for u in utts], chunksize=16)
             offsets = np.cumsum([0] + [len(f) for f in feats])
             flat = np.concatenate(feats)
             if cache is not None:
                 cache.parent.mkdir(parents=True, exist_ok=True)
-                np.savez(cache, feats=flat, offsets=offsets)
+                np.savez(cache, feats=flat, offsets=offsets, key=key)
         self.feats = [flat[offsets[i]:offsets[i + 1]] for i in range(len(utts))]
 
     def __len__(self) -> int:

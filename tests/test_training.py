@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from model_export import corpus, voices  # noqa: E402
-from model_export.data import read_manifest  # noqa: E402
+from model_export.data import FeatureSet, read_manifest  # noqa: E402
 from model_export.export import export, load_checkpoint  # noqa: E402
 from model_export.train import main as train_main  # noqa: E402
 from service.pipeline.decoder import DecodeOptions  # noqa: E402
@@ -43,6 +43,28 @@ def test_corpus_build_resumes(tiny_corpus):
     assert (tiny_corpus / "train.jsonl").read_text() == before
     with pytest.raises(ValueError, match="reserved"):
         voices.check_not_reserved("mb-us2")
+
+
+def test_a_second_corpus_can_exclude_the_first_corpus_dev_sentences(tiny_corpus):
+    dev_texts = frozenset(json.loads(line)["text"] for line in (tiny_corpus / "dev.jsonl").read_text().splitlines())
+    plain = corpus.plan_jobs(200, 0, seed=8)
+    excluded = corpus.plan_jobs(200, 0, seed=8, exclude=dev_texts)
+    assert not {j.text for j in excluded} & dev_texts
+    assert len(excluded) == len(plain) == 200
+
+
+def test_feature_cache_is_recomputed_for_another_manifest(tiny_corpus, tmp_path):
+    class Chars:
+        def encode(self, text):
+            return [ord(c) for c in text]
+
+    train, dev = read_manifest(tiny_corpus / "train.jsonl"), read_manifest(tiny_corpus / "dev.jsonl")
+    cache = tmp_path / "feats.npz"
+    first = FeatureSet(train[:3], Chars(), cache, workers=1)
+    again = FeatureSet(train[:3], Chars(), cache, workers=1)
+    assert all(np.array_equal(a, b) for a, b in zip(first.feats, again.feats))
+    other = FeatureSet(dev[:2], Chars(), cache, workers=1)  # same cache file, other utterances
+    assert [len(f) for f in other.feats] == [len(f) for f in FeatureSet(dev[:2], Chars(), None, workers=1).feats]
 
 
 def test_kaldi_data_dir_is_accepted(tiny_corpus, tmp_path):
