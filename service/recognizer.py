@@ -14,7 +14,7 @@ from service import metrics
 from service.pipeline.assembly import Assembler
 from service.pipeline.batcher import MicroBatcher
 from service.pipeline.ctc_prefix import DEFAULT_CTC_WEIGHT
-from service.pipeline.decoder import DecodeOptions, DecoderGraph
+from service.pipeline.decoder import DEFAULT_BEAM_SIZE, DecodeOptions, DecoderGraph
 from service.pipeline.encoder import EncoderGraph
 from service.pipeline.model_info import ModelFileError, ModelInfo, create_session
 from service.pipeline.recognition import SegmentRecognizer
@@ -30,7 +30,7 @@ DECODER_BATCH_AXES = {k: 0 for k in ("token", "h", "c", "att_prev", "enc", "keys
 class Recognizer:
     def __init__(self, model_dir: Path = DEFAULT_MODEL_DIR, *, inference_threads: int = 2,
                  batch_max_size: int = 64, batch_max_wait_ms: float = 0.0, chunk_frames: int = 16,
-                 ctc_weight: float = DEFAULT_CTC_WEIGHT) -> None:
+                 ctc_weight: float = DEFAULT_CTC_WEIGHT, beam_size: int = DEFAULT_BEAM_SIZE) -> None:
         model_dir = Path(model_dir)
         enc_session = create_session(model_dir / "encoder.onnx")
         dec_session = create_session(model_dir / "decoder.onnx")
@@ -40,6 +40,7 @@ class Recognizer:
         self.model_dir = model_dir
         self.chunk_frames = chunk_frames  # feature frames per encoder call (10 ms each)
         self.ctc_weight = ctc_weight  # joint CTC/attention decoding weight for requests that leave it unset
+        self.beam_size = beam_size  # beam width for requests that leave it unset
         self.tokenizer = Tokenizer(self.info.vocab)
         self.encoder = EncoderGraph(enc_session, self.info)
         self.decoder = DecoderGraph(dec_session)
@@ -70,4 +71,6 @@ class Recognizer:
     def new_segment(self, offset_s: float, options: DecodeOptions = DecodeOptions()) -> SegmentRecognizer:
         if options.ctc_weight is None:
             options = dataclasses.replace(options, ctc_weight=self.ctc_weight)
+        if options.beam_size is None:
+            options = dataclasses.replace(options, beam_size=max(self.beam_size, options.min_beam_size))
         return SegmentRecognizer(self, offset_s, options)

@@ -75,7 +75,7 @@ class StreamConfig:
     word_time_offsets: bool = False
     word_confidence: bool = False
     attention_alignment: bool = False
-    beam_size: int = 0  # 0: server default (greedy, or max_alternatives when larger)
+    beam_size: int = 0  # 0: server default (STT_BEAM_SIZE, or max_alternatives when larger)
     endpointing: EndpointSettings = field(default_factory=EndpointSettings)
 
     def validate(self) -> None:
@@ -96,8 +96,9 @@ class StreamConfig:
                 raise InvalidConfig(f"voice_activity_timeout durations must be positive, got {value:g} s")
 
     def decode_options(self) -> DecodeOptions:
-        beam = self.beam_size or max(1, self.max_alternatives)
-        return DecodeOptions(beam_size=beam, return_attention=self.attention_alignment)
+        """Options for the recognizer; fields left unset (None) take the server's defaults."""
+        return DecodeOptions(beam_size=self.beam_size or None, min_beam_size=max(1, self.max_alternatives),
+                             return_attention=self.attention_alignment)
 
 
 class SpeechEventKind(enum.Enum):

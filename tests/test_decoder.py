@@ -81,15 +81,16 @@ def bundled_graphs():
     return info, EncoderGraph(enc_sess, info), DecoderGraph(create_session(BUNDLED_MODEL_DIR / "decoder.onnx"))
 
 
-def test_an_end_proposed_in_a_pause_waits_for_the_segment_end(bundled_graphs):
+@pytest.mark.parametrize("beam", [1, 4])
+def test_an_end_proposed_in_a_pause_waits_for_the_segment_end(bundled_graphs, beam):
     """Two sentences in one segment: the trained decoder proposes the end in the pause after the
     first. Only the whole segment can tell that speech follows, so that step waits for the segment's
-    end, CTC's exact end score rejects it, and the second sentence is decoded; streaming still
-    equals offline."""
+    end, CTC's exact end score rejects it, the window jumps to the next speech and the second
+    sentence is decoded; streaming still equals offline."""
     info, enc, dec = bundled_graphs
     audio = np.concatenate([silence(0.3), synthesize("what time is it"), silence(0.6),
                             synthesize("turn on the lights"), silence(0.3)])
-    options = DecodeOptions(beam_size=1, ctc_weight=0.3)
+    options = DecodeOptions(beam_size=beam, ctc_weight=0.3)
     ref, _ = offline(info, enc, dec, audio, options)
     tokenizer = Tokenizer(info.vocab)
     text = tokenizer.decode(ref.nbest()[0].content_tokens(ref.eos))
@@ -182,3 +183,22 @@ def test_shift_window():
     np.testing.assert_array_equal(shift_window(att, 2), [3, 4, 5, 0, 0])
     np.testing.assert_array_equal(shift_window(att, 0), att)
     np.testing.assert_array_equal(shift_window(att, 7), np.zeros(5))
+
+
+@pytest.mark.parametrize("request_beam,alternatives,server_beam,expected", [
+    (0, 1, 4, 4),  # unset: the server's STT_BEAM_SIZE
+    (0, 6, 4, 6),  # unset, more alternatives wanted than the server beam: widened
+    (2, 1, 4, 2),  # the request's own beam wins
+    (0, 1, 1, 1),  # a greedy server
+])
+def test_beam_width_comes_from_the_request_or_the_server_default(tiny_model_dir, request_beam, alternatives,
+                                                                 server_beam, expected):
+    from service.pipeline.audio import AudioFormat, Encoding
+    from service.recognizer import Recognizer
+    from service.session import StreamConfig
+
+    recognizer = Recognizer(tiny_model_dir, inference_threads=1, beam_size=server_beam)
+    config = StreamConfig(AudioFormat(Encoding.LINEAR16, 16000, 1), max_alternatives=alternatives,
+                          beam_size=request_beam)
+    segment = recognizer.new_segment(0.0, config.decode_options())
+    assert segment.decoder.options.beam_size == expected

@@ -20,25 +20,33 @@ the end in a pause mid-sentence, and frames up to the window end cannot say whet
 speech follows. So when an end would make the beam, the step is decided with CTC's exact
 score for "the output is complete" over the whole segment, which exists only once the
 segment has ended: a streaming decoder holds that step (partials pause) until then.
-Offline decoding applies the same rule with the segment already complete, so streaming
+When CTC rejects the end, the window sits over a pause, so it jumps forward to where
+CTC expects the next token and the step runs again there (`_decide_end`). Offline decoding applies the same rule with the segment already complete, so streaming
 still equals offline.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from service.pipeline.ctc_prefix import SCORE_FLOOR, CtcPrefix
-from service.pipeline.encoder import FrameStore
-from service.pipeline.model_info import ModelInfo
+
+if TYPE_CHECKING:  # numpy only at run time: the service's configuration imports this module's defaults
+    from service.pipeline.encoder import FrameStore
+    from service.pipeline.model_info import ModelInfo
 
 MASK_VALUE = -1.0e4  # same additive mask as training
+# Service default beam: dev WER of v1.2.0 with beam 1/2/4/8 was 82.7/77.3/69.8/72.3 % (docs/BENCHMARKS.md).
+DEFAULT_BEAM_SIZE = 4
 
 
 @dataclass(frozen=True)
 class DecodeOptions:
-    beam_size: int = 1
+    beam_size: int | None = 1  # hypotheses kept per step; 1: greedy; None: the service default
+    min_beam_size: int = 1  # the caller wants this many alternatives: a server default beam never goes below it
     max_tokens_per_frame: float | None = None  # budget against runaway loops; None: the model's own (metadata)
     token_budget_slack: int = 8
     length_norm: bool = True
@@ -93,6 +101,8 @@ class WindowedDecoder:
     """Per-segment decoding state. The shared graph/session is not held here."""
 
     def __init__(self, info: ModelInfo, options: DecodeOptions = DecodeOptions()) -> None:
+        if options.beam_size is None:
+            options = dataclasses.replace(options, beam_size=max(DEFAULT_BEAM_SIZE, options.min_beam_size))
         self.info = info
         self.options = options
         self.eos = info.vocab.index("<sos/eos>")
@@ -126,7 +136,7 @@ class WindowedDecoder:
                 return None  # an end decision needs the whole segment
             request, outputs, candidates = self._held
             self._held = None
-            self._select(self._exact_ends(candidates, request, outputs, store.ctc_logp()), request, outputs)
+            self._decide_end(candidates, request, outputs, store.ctc_logp())
         if not self.active:
             return None
         back, w = self.info.window_back, self.info.window_size
@@ -179,8 +189,35 @@ class WindowedDecoder:
             if not request.ended:
                 self._held = (request, outputs, candidates)
                 return
-            candidates = self._exact_ends(candidates, request, outputs, request.ctc_logp)
+            self._decide_end(candidates, request, outputs, request.ctc_logp)
+            return
         self._select(candidates, request, outputs)
+
+    def _decide_end(self, candidates: list[_Candidate], request: StepRequest, outputs: dict[str, np.ndarray],
+                    ctc_logp: np.ndarray) -> None:
+        """Settle a step whose end needs the whole segment (T', V) CTC log-probs.
+
+        If CTC rejects the end (speech follows), the attention's window is over a pause and
+        its content candidates are guesses from silence. So the hypothesis's window jumps
+        forward to where CTC expects the next token and the step is run again there. Each
+        jump moves a window centre strictly forward, so this terminates; with nowhere to
+        jump, the rescored candidates are kept.
+        """
+        rescored = self._exact_ends(candidates, request, outputs, ctc_logp)
+        kept_ends = {c.row for c in rescored[:self.options.beam_size] if c.token == self.eos}
+        jumped = False
+        for row in sorted({c.row for c in candidates if c.end_pending} - kept_ends):
+            hyp = self.active[row]
+            frame = next_token_frame(hyp.ctc, ctc_logp, self.blank) - self.info.window_back // 2
+            if frame > hyp.centre:
+                hyp.centre = frame
+                hyp.att = np.zeros(self.info.window_size, np.float32)
+                hyp.att[self.info.window_back] = 1.0  # as at the segment start: a one-hot at the centre
+                hyp.att_start = frame - self.info.window_back
+                jumped = True
+        if not jumped:
+            self._select(rescored, request, outputs)
+        # else: the step is discarded; next_step() asks again from the moved windows
 
     def _exact_ends(self, candidates: list[_Candidate], request: StepRequest, outputs: dict[str, np.ndarray],
                     ctc_logp: np.ndarray) -> list[_Candidate]:
@@ -275,6 +312,18 @@ def _content_tokens(self: Hyp, eos: int) -> list[int]:
 
 
 Hyp.content_tokens = _content_tokens  # type: ignore[attr-defined]
+
+
+def next_token_frame(prefix: CtcPrefix, ctc_logp: np.ndarray, blank: int) -> int:
+    """Encoder frame where CTC most likely emits the token after `prefix`: the median of its
+    first-emission time over the whole segment, ctc_logp (T', V)."""
+    n = len(ctc_logp)
+    prefix.extend(ctc_logp, blank, n)
+    probs = np.exp(ctc_logp.astype(np.float64))
+    other = 1.0 - probs[:, blank] - (0.0 if prefix.is_root else probs[:, prefix.token])
+    first_emit = prefix.entry(0, n, repeat=False) + np.log(np.maximum(other, 1e-12))
+    mass = np.cumsum(np.exp(first_emit - first_emit.max()))
+    return int(np.searchsorted(mass, mass[-1] / 2))
 
 
 def shift_window(att: np.ndarray, offset: int) -> np.ndarray:
