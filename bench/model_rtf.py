@@ -12,8 +12,9 @@ RTF is printed beside it.
 - unbatched: the batchers are not started, so every ONNX call runs alone;
 - batched: N streams run concurrently through the Recognizer's micro-batchers
   (``--batch-max-wait-ms``), so calls of different streams are stacked;
-- decoding: joint CTC/attention at the service default weight, and attention only
-  (``ctc 0``) on the fp32 graphs, to show what the CTC prefix scores cost.
+- decoding: the service defaults (joint CTC/attention, beam STT_BEAM_SIZE), and on the
+  fp32 graphs also greedy (``beam 1``) and greedy attention only (``beam 1, ctc 0``), to
+  show what the beam and the CTC prefix scores cost.
 
 int8 graphs come from model_export.export.quantize (onnxruntime.quantization) in a
 temporary folder; skipped with a note when that is not importable.
@@ -30,19 +31,20 @@ import numpy as np
 
 from bench.common import RATE, default_model_dir, machine_report, require_model, speech_stream
 from service.pipeline.ctc_prefix import DEFAULT_CTC_WEIGHT
+from service.pipeline.decoder import DEFAULT_BEAM_SIZE, DecodeOptions
 
 PIECE = RATE // 10  # 100 ms
 
 
 async def recognize(recognizer, samples: np.ndarray) -> None:
-    segment = recognizer.new_segment(offset_s=0.0)
+    segment = recognizer.new_segment(offset_s=0.0, options=DecodeOptions(beam_size=None, ctc_weight=None))
     for pos in range(0, len(samples), PIECE):
         await segment.accept(samples[pos : pos + PIECE])
     await segment.finish()
 
 
 async def run(model_dir: Path, streams: list[np.ndarray], batched: bool, wait_ms: float,
-              ctc_weight: float) -> tuple[float, float]:
+              ctc_weight: float, beam: int) -> tuple[float, float]:
     """(CPU seconds, wall seconds) for all ``streams`` on one inference thread.
 
     Concurrently when batched, else one by one. CPU time (all threads of this
@@ -52,7 +54,7 @@ async def run(model_dir: Path, streams: list[np.ndarray], batched: bool, wait_ms
     from service.recognizer import Recognizer
 
     recognizer = Recognizer.load(model_dir, inference_threads=1, batch_max_size=64, batch_max_wait_ms=wait_ms,
-                                 ctc_weight=ctc_weight)
+                                 ctc_weight=ctc_weight, beam_size=beam)
     try:
         await recognize(recognizer, streams[0][: RATE * 2])  # warm-up: first-call allocations
         if batched:
@@ -86,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=20.0, help="speech per stream (one segment)")
     p.add_argument("--batch-max-wait-ms", type=float, default=2.0)
     p.add_argument("--ctc-weight", type=float, default=DEFAULT_CTC_WEIGHT, help="joint decoding weight (service default)")
+    p.add_argument("--beam", type=int, default=DEFAULT_BEAM_SIZE, help="beam width (service default)")
     args = p.parse_args(argv)
     print(machine_report())
     model_dir = require_model(args.model_dir)
@@ -95,18 +98,19 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[tuple[str, str], float] = {}
     walls: dict[tuple[str, str], float] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        variants = {"fp32": (model_dir, args.ctc_weight), "fp32, ctc 0": (model_dir, 0.0)}
+        variants = {"fp32": (model_dir, args.ctc_weight, args.beam), "fp32, beam 1": (model_dir, args.ctc_weight, 1),
+                    "fp32, beam 1, ctc 0": (model_dir, 0.0, 1)}
         q = int8_dir(model_dir, Path(tmp))
         if q is not None:
-            variants["int8"] = (q, args.ctc_weight)
-        for name, (path, weight) in variants.items():
+            variants["int8"] = (q, args.ctc_weight, args.beam)
+        for name, (path, weight, beam) in variants.items():
             for batched in (False, True):
                 mode = "batched" if batched else "unbatched"
-                cpu_s, wall_s = asyncio.run(run(path, streams, batched, args.batch_max_wait_ms, weight))
+                cpu_s, wall_s = asyncio.run(run(path, streams, batched, args.batch_max_wait_ms, weight, beam))
                 rows[(name, mode)], walls[(name, mode)] = cpu_s / audio_s, wall_s / audio_s
                 print(f"{name} {mode}: {cpu_s:.2f} CPU s, {wall_s:.2f} wall s for {audio_s:.1f} s of audio", flush=True)
     print(f"\n## model RTF, one thread ({args.streams} streams x {args.seconds:g} s, model {model_dir}, "
-          f"ctc weight {args.ctc_weight:g} unless 'ctc 0')\n")
+          f"ctc weight {args.ctc_weight:g}, beam {args.beam} unless named)\n")
     print("RTF = CPU seconds / audio seconds per stream (wall-clock RTF in brackets)\n")
     print("| graphs | unbatched RTF | batched RTF | batched / unbatched | streams per core (batched) |")
     print("|---|---:|---:|---:|---:|")
@@ -117,8 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     if ("int8", "unbatched") in rows:
         print(f"\nint8 / fp32 RTF: unbatched {rows[('int8', 'unbatched')] / rows[('fp32', 'unbatched')]:.2f}, "
               f"batched {rows[('int8', 'batched')] / rows[('fp32', 'batched')]:.2f}")
-    print(f"joint / attention-only RTF (fp32): unbatched {rows[('fp32', 'unbatched')] / rows[('fp32, ctc 0', 'unbatched')]:.2f}, "
-          f"batched {rows[('fp32', 'batched')] / rows[('fp32, ctc 0', 'batched')]:.2f}")
+    for a, b in (("fp32", "fp32, beam 1"), ("fp32, beam 1", "fp32, beam 1, ctc 0")):
+        print(f"{a} / {b} RTF: unbatched {rows[(a, 'unbatched')] / rows[(b, 'unbatched')]:.2f}, "
+              f"batched {rows[(a, 'batched')] / rows[(b, 'batched')]:.2f}")
     return 0
 
 

@@ -141,6 +141,7 @@ def render_card(corpus: dict, run: dict, ev: dict, run_dir: Path) -> str:
         "|---|---|---|---|",
         _wer_row("full attention, offline (PyTorch, greedy, attention only)", ev.get("full_attention_offline")),
         _wer_row("windowed attention, offline (ONNX fp32, attention only)", ev.get("windowed_offline_attention_only")),
+        _wer_row("windowed joint, offline (ONNX fp32, greedy)", ev.get("windowed_offline_greedy")),
         _wer_row("windowed joint, offline (ONNX fp32)", ev.get("windowed_offline")),
         _wer_row("windowed joint, streaming (ONNX fp32, 100 ms pieces)", ev.get("windowed_streaming")),
         _wer_row("windowed joint, offline (ONNX int8)", ev.get("windowed_offline_int8")),

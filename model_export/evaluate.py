@@ -7,8 +7,9 @@
 - windowed attention, offline (ONNX, the service's decoder over a whole segment)
 - windowed attention, streaming (ONNX, audio fed in 100 ms pieces, the service's SegmentRecognizer)
 - the same streaming decode on the int8 graphs, when given
-The windowed decoders use joint CTC/attention scoring at --ctc-weight (the service default);
-with a weight > 0 windowed offline decoding is also reported attention-only, for comparison.
+The windowed decoders use joint CTC/attention scoring at --ctc-weight and beam --beam (the
+service defaults); with a weight > 0 windowed offline decoding is also reported attention-only,
+and with a beam > 1 also greedy, for comparison.
 Each utterance is one segment (no VAD): this measures the model, bench/ measures the service.
 """
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 
 from model_export.data import load_audio, read_manifest
 from service.pipeline.ctc_prefix import DEFAULT_CTC_WEIGHT
-from service.pipeline.decoder import DecodeOptions, decode_offline
+from service.pipeline.decoder import DEFAULT_BEAM_SIZE, DecodeOptions, decode_offline
 from service.pipeline.encoder import encode_offline
 from service.pipeline.features import compute_features
 from service.recognizer import Recognizer
@@ -73,7 +74,7 @@ def main() -> None:
     p.add_argument("--checkpoint", type=Path, help="PyTorch checkpoint for the full-attention reference")
     p.add_argument("--int8-dir", type=Path)
     p.add_argument("--limit", type=int, default=0)
-    p.add_argument("--beam", type=int, default=1)
+    p.add_argument("--beam", type=int, default=DEFAULT_BEAM_SIZE, help="beam width (default: the service's)")
     p.add_argument("--ctc-weight", type=float, default=DEFAULT_CTC_WEIGHT,
                    help="joint CTC/attention scoring weight (0: attention only; default: the service's)")
     p.add_argument("--json-out", type=Path)
@@ -92,6 +93,9 @@ def main() -> None:
     t0 = time.perf_counter()
     report["windowed_offline"] = score(refs, [windowed_offline(rec, a, options) for a in audios])
     report["windowed_offline"]["rtf_1thread"] = round((time.perf_counter() - t0) / (hours * 3600), 4)
+    if options.beam_size > 1:
+        greedy = dataclasses.replace(options, beam_size=1)
+        report["windowed_offline_greedy"] = score(refs, [windowed_offline(rec, a, greedy) for a in audios])
     if options.ctc_weight:
         plain = dataclasses.replace(options, ctc_weight=0.0)
         t0 = time.perf_counter()
