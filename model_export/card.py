@@ -14,10 +14,12 @@ from datetime import datetime
 from pathlib import Path
 
 
-def corpus_summary(corpus: Path) -> dict:
+def corpus_summary(corpora: list[Path]) -> dict:
+    """Per split, over every corpus folder's `train.jsonl` / `dev.jsonl` (missing files count as empty)."""
     out = {}
     for split in ("train", "dev"):
-        rows = [json.loads(line) for line in (corpus / f"{split}.jsonl").read_text().splitlines() if line.strip()]
+        files = [c / f"{split}.jsonl" for c in corpora if (c / f"{split}.jsonl").exists()]
+        rows = [json.loads(line) for f in files for line in f.read_text().splitlines() if line.strip()]
         engines = collections.Counter(r["voice"].split(":")[0] for r in rows)
         augment = collections.Counter(r["augment"] for r in rows)
         out[split] = {"utterances": len(rows), "hours": round(sum(r["duration"] for r in rows) / 3600, 2),
@@ -29,7 +31,7 @@ def corpus_summary(corpus: Path) -> dict:
 
 def run_summary(run: Path) -> dict:
     """Steps, and training wall time summed over the log's sessions (restarts excluded)."""
-    log = run.with_suffix(".log")
+    log = run / "train.log" if (run / "train.log").exists() else run.with_suffix(".log")
     stamps, last_step = [], 0
     wall, prev = 0.0, None
     for line in log.read_text().splitlines() if log.exists() else []:
@@ -46,12 +48,26 @@ def run_summary(run: Path) -> dict:
     return {"steps": last_step, "train_wall_minutes": round(wall / 60, 1)}
 
 
+def model_lineage(model_dir: Path) -> tuple[str, dict]:
+    """(name, {steps, train_wall_minutes}) of an exported model, from its encoder.onnx metadata."""
+    import onnxruntime
+
+    meta = onnxruntime.InferenceSession(str(model_dir / "encoder.onnx"), providers=["CPUExecutionProvider"]
+                                        ).get_modelmeta().custom_metadata_map
+    return (f"model v{meta['stt.model_version']}", {"steps": int(meta["stt.training_steps"]),
+                                                    "train_wall_minutes": float(meta["stt.training_wall_minutes"])})
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--corpus", type=Path, required=True)
+    p.add_argument("--corpus", type=Path, action="append", required=True,
+                   help="corpus folder (repeat when training used several, e.g. data/corpus and data/corpus2)")
     p.add_argument("--run", type=Path, required=True)
     p.add_argument("--lineage", type=Path, action="append", default=[],
                    help="earlier run this one was warm-started from (repeat, oldest first): its steps and time count too")
+    p.add_argument("--lineage-model", type=Path, action="append", default=[],
+                   help="exported model folder this run was warm-started from, when its runs' logs are gone: "
+                        "the steps and time in its metadata count too (oldest first, before --lineage)")
     p.add_argument("--summary-json", action="store_true", help="print the metadata summary and exit")
     p.add_argument("--eval", type=Path)
     p.add_argument("--notes", type=Path, help="hand-written Markdown appended to the card (status, what limited it)")
@@ -59,7 +75,8 @@ def main() -> None:
     args = p.parse_args()
     corpus = corpus_summary(args.corpus)
     run = run_summary(args.run)
-    legs = [(str(r), run_summary(r)) for r in args.lineage] + [(str(args.run), dict(run))]
+    legs = ([model_lineage(m) for m in args.lineage_model] + [(str(r), run_summary(r)) for r in args.lineage]
+            + [(str(args.run), dict(run))])
     run = {"steps": sum(leg["steps"] for _, leg in legs),
            "train_wall_minutes": round(sum(leg["train_wall_minutes"] for _, leg in legs), 1), "legs": legs}
     summary = {"training_data": json.dumps({"train": {k: corpus["train"][k] for k in ("utterances", "hours", "voices")},
