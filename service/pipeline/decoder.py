@@ -21,8 +21,9 @@ speech follows. So when an end would make the beam, the step is decided with CTC
 score for "the output is complete" over the whole segment, which exists only once the
 segment has ended: a streaming decoder holds that step (partials pause) until then.
 When CTC rejects the end, the window sits over a pause, so it jumps forward to where
-CTC expects the next token and the step runs again there (`_decide_end`). Offline decoding applies the same rule with the segment already complete, so streaming
-still equals offline.
+CTC expects the next token and the step runs again there (`_decide_end`). Offline
+decoding applies the same rule with the segment already complete, so streaming still
+equals offline.
 """
 from __future__ import annotations
 
