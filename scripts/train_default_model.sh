@@ -40,15 +40,17 @@ $T --out runs/long2 --enc-skip --init-from runs/long/final.pt --lr 5e-4 --steps 
     --guided-weight 0 --ctc-high-until 0 --eval-every 1200
 
 # (runs/long2/final.pt was exported as v1.2.0.) Phase E (session 3): twice the data. A second corpus
-# with another seed (its sentences exclude the dev set's), 14,000 steps over both from v1.2.0,
-# peak LR 1e-3, SpecAugment, windowed fine-tuning for the second half.
+# with another seed (its sentences exclude the dev set's), 11,000 steps over both from v1.2.0,
+# peak LR 1e-3, SpecAugment, windowed fine-tuning for the second half. Two legs: the first
+# schedule (14,000 steps) was shortened to 11,000 at step 2,400 to fit the session.
 python -m model_export.corpus --out data/corpus2 --seed 99 --train-utts 24000 --dev-utts 0 \
     --workers "${THREADS:-2}" --exclude-text data/corpus/dev.jsonl
 cat data/corpus/train.jsonl data/corpus2/train.jsonl > data/train_s3.jsonl
 mkdir -p runs/s3 && cp -n model_export/checkpoints/bpe256.* runs/s3/
-python -m model_export.train --train data/train_s3.jsonl --dev data/corpus/dev.jsonl --tokens bpe256 --threads "${THREADS:-2}" \
-    --out runs/s3 --enc-skip --init-from runs/long2/final.pt --lr 1e-3 --steps 14000 --window-from 7000 --warmup 300 \
-    --guided-weight 0 --ctc-high-until 0 --eval-every 3500
+E="python -m model_export.train --train data/train_s3.jsonl --dev data/corpus/dev.jsonl --tokens bpe256 --threads ${THREADS:-2}
+   --out runs/s3 --enc-skip --init-from runs/long2/final.pt --lr 1e-3 --warmup 300 --guided-weight 0 --ctc-high-until 0 --eval-every 3500"
+$E --steps 14000 --window-from 7000 --max-steps-this-run 2400
+$E --steps 11000 --window-from 5500
 
 # (Session 3 no longer had the earlier runs' logs and used --lineage-model on v1.2.0's folder,
 # whose metadata holds the same totals: 27,675 steps, 214.5 min.)
