@@ -40,9 +40,9 @@ $T --out runs/long2 --enc-skip --init-from runs/long/final.pt --lr 5e-4 --steps 
     --guided-weight 0 --ctc-high-until 0 --eval-every 1200
 
 # (runs/long2/final.pt was exported as v1.2.0.) Phase E (session 3): twice the data. A second corpus
-# with another seed (its sentences exclude the dev set's), 11,000 steps over both from v1.2.0,
-# peak LR 1e-3, SpecAugment, windowed fine-tuning for the second half. Two legs: the first
-# schedule (14,000 steps) was shortened to 11,000 at step 2,400 to fit the session.
+# with another seed (its sentences exclude the dev set's), 10,000 steps over both from v1.2.0,
+# peak LR 1e-3, SpecAugment, windowed fine-tuning for the second half. Three legs: the
+# schedule (14,000 steps) was shortened at steps 2,400 and 3,200 to fit the session.
 python -m model_export.corpus --out data/corpus2 --seed 99 --train-utts 24000 --dev-utts 0 \
     --workers "${THREADS:-2}" --exclude-text data/corpus/dev.jsonl
 cat data/corpus/train.jsonl data/corpus2/train.jsonl > data/train_s3.jsonl
@@ -50,7 +50,8 @@ mkdir -p runs/s3 && cp -n model_export/checkpoints/bpe256.* runs/s3/
 E="python -m model_export.train --train data/train_s3.jsonl --dev data/corpus/dev.jsonl --tokens bpe256 --threads ${THREADS:-2}
    --out runs/s3 --enc-skip --init-from runs/long2/final.pt --lr 1e-3 --warmup 300 --guided-weight 0 --ctc-high-until 0 --eval-every 3500"
 $E --steps 14000 --window-from 7000 --max-steps-this-run 2400
-$E --steps 11000 --window-from 5500
+$E --steps 11000 --window-from 5500 --max-steps-this-run 800
+$E --steps 10000 --window-from 5000 --eval-every 5000
 
 # (Session 3 no longer had the earlier runs' logs and used --lineage-model on v1.2.0's folder,
 # whose metadata holds the same totals: 27,675 steps, 214.5 min.)
