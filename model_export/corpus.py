@@ -94,9 +94,15 @@ def done_ids(manifest: Path) -> set[str]:
 
 
 def build(out: Path, n_train: int, n_dev: int, workers: int, seed: int,
-          exclude: frozenset[str] = frozenset()) -> None:
+          exclude: frozenset[str] = frozenset(), only: str | None = None) -> None:
+    """Synthesizes the planned corpus into `out`; `only` ("train" or "dev") builds one split.
+
+    The plan is always made for both splits, so a dev set built alone has the same
+    sentences, voices and augmentation choices as in a full build (babble noise is cut
+    from the worker's recent utterances, so its content may differ).
+    """
     (out / "wav").mkdir(parents=True, exist_ok=True)
-    jobs = plan_jobs(n_train, n_dev, seed, exclude)
+    jobs = [j for j in plan_jobs(n_train, n_dev, seed, exclude) if only is None or j.split == only]
     manifests = {s: out / f"{s}.jsonl" for s in ("train", "dev")}
     finished = done_ids(manifests["train"]) | done_ids(manifests["dev"])
     todo = [j for j in jobs if j.uid not in finished]
@@ -126,10 +132,12 @@ def main() -> None:
     parser.add_argument("--exclude-text", type=Path, action="append", default=[],
                         help="manifest whose texts this corpus must not contain (repeatable), e.g. "
                              "data/corpus/dev.jsonl when adding training data with another --seed")
+    parser.add_argument("--only", choices=("train", "dev"),
+                        help="synthesize one split of the planned corpus, e.g. the dev set for evaluation")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     exclude = frozenset(json.loads(line)["text"] for m in args.exclude_text for line in m.read_text().splitlines())
-    build(args.out, args.train_utts, args.dev_utts, args.workers, args.seed, exclude)
+    build(args.out, args.train_utts, args.dev_utts, args.workers, args.seed, exclude, args.only)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,18 @@ def test_a_second_corpus_can_exclude_the_first_corpus_dev_sentences(tiny_corpus)
     assert len(excluded) == len(plain) == 200
 
 
+def test_the_dev_split_built_alone_matches_the_full_build(tiny_corpus, tmp_path):
+    corpus.build(tmp_path, n_train=16, n_dev=4, workers=1, seed=7, only="dev")
+    assert not (tmp_path / "train.jsonl").read_text()
+
+    def rows(folder):
+        keep = ("uid", "text", "voice", "augment", "duration")
+        return sorted(tuple(json.loads(line)[k] for k in keep)
+                      for line in (folder / "dev.jsonl").read_text().splitlines())
+
+    assert rows(tmp_path) == rows(tiny_corpus)
+
+
 def test_feature_cache_is_recomputed_for_another_manifest(tiny_corpus, tmp_path):
     class Chars:
         def encode(self, text):
