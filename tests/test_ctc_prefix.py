@@ -66,11 +66,18 @@ def test_next_token_scores_match_enumeration(logp, prefix, n):
     assert np.isclose(np.exp(deltas).sum() + np.exp(end), 1.0, atol=1e-5)
 
 
-def test_incremental_extension_equals_one_pass(logp):
-    a, b = _node((1, 2)), _node((1, 2))
-    for n in (1, 2, 4, 6):
+@pytest.mark.parametrize("steps", [(1, 2, 3, 4, 5, 6), (1, 2, 4, 6), (2, 6), (5, 6)])
+def test_incremental_extension_equals_one_pass(logp, steps):
+    """A few frames at a time (frame by frame over all rows) or many (row by row in closed
+    form), and children built from a partly extended parent: the same forward variables."""
+    a, b = _node((1, 2, 2)), _node((1, 2, 2))
+    for n in steps:
         a.extend(logp, BLANK, n)
     b.extend(logp, BLANK, 6)
     np.testing.assert_allclose(a.r_n, b.r_n)
     np.testing.assert_allclose(a.r_b, b.r_b)
-    np.testing.assert_allclose(a.parent.r_b, b.parent.r_b)
+    grown = _node((1,))
+    grown.extend(logp, BLANK, steps[0])
+    late = grown.child(2).child(2)
+    np.testing.assert_allclose(late.scores(logp, BLANK, 6, np.array([1, 2]))[0],
+                               b.scores(logp, BLANK, 6, np.array([1, 2]))[0])

@@ -12,9 +12,11 @@ alone, never of how the audio was chunked, so streaming still equals offline dec
 Forward variables per prefix (Graves 2012, 7.3), log domain, t < T:
     r_n[t]: paths over frames [0, t] that emit exactly the prefix and end in its last token
     r_b[t]: the same, ending in blank
-Both recurrences have the form x[t] = logaddexp(x[t-1], a[t]) + p[t] and are solved in
-closed form with one cumulative sum and one logaddexp.accumulate per extension, so a
-step costs a few vector operations instead of a Python loop over frames.
+Both recurrences have the form x[t] = logaddexp(x[t-1], a[t]) + p[t]. As the window
+moves, every prefix of the hypothesis needs the new frames, so each hypothesis keeps the
+variables of all its prefixes (a lattice, CtcPrefix) and advances them together: a few
+frames at a time with one vector operation over the prefixes per frame, many frames one
+prefix at a time in closed form (one cumulative sum and one logaddexp.accumulate).
 """
 from __future__ import annotations
 
@@ -38,68 +40,150 @@ def _recurrence(init: float, a: np.ndarray, p: np.ndarray) -> np.ndarray:
 
 
 class CtcPrefix:
-    """Forward variables of one prefix, computed lazily up to the frames asked for.
+    """CTC forward variables of one prefix: its whole lattice, computed up to the frames asked for.
 
-    Children share their parent (a prefix tree over the beam), so extending a hypothesis
-    to new frames extends each ancestor once.
+    Row l of the lattice holds the forward variables of the prefix's first l tokens (row 0:
+    the empty prefix), frames in the first axis: r_n, r_b (cap, L + 1) float64. A child
+    copies its parent's lattice and adds one row, so extending to new frames is one vector
+    operation over all rows per frame, instead of one small recurrence per ancestor (the
+    decoder's window moves a few frames per step; the ancestors are as many as the tokens).
+    A long stretch of new frames (a segment end, a window jump) goes row by row in closed
+    form instead; either way the values depend only on the frames, never on the chunking.
     """
 
-    __slots__ = ("parent", "token", "r_n", "r_b")
+    __slots__ = ("token", "labels", "_same", "_parent", "_rn", "_rb", "_n")
 
-    def __init__(self, parent: "CtcPrefix | None" = None, token: int = -1) -> None:
-        self.parent = parent
-        self.token = token  # last token of the prefix; -1 for the empty prefix
-        self.r_n = np.zeros(0)
-        self.r_b = np.zeros(0)
+    def __init__(self) -> None:
+        self.token = -1  # last token of the prefix; -1 for the empty prefix
+        self.labels = np.zeros(0, np.int64)  # (L,) the prefix
+        self._same = np.zeros(0, bool)  # (L,) token l repeats token l - 1: a blank must come between
+        self._parent: CtcPrefix | None = None  # until the lattice is built (lazily, on first use)
+        self._rn = np.full((0, 1), NEG_INF)
+        self._rb = np.full((0, 1), NEG_INF)
+        self._n = 0  # frames computed
 
     @property
     def is_root(self) -> bool:
-        return self.parent is None
+        return len(self.labels) == 0
+
+    @property
+    def r_n(self) -> np.ndarray:
+        """(n,) log prob of frames [0, t] emitting exactly this prefix, ending in its last token."""
+        return self._rn[: self._n, -1]
+
+    @property
+    def r_b(self) -> np.ndarray:
+        """(n,) the same, ending in blank."""
+        return self._rb[: self._n, -1]
 
     def child(self, token: int) -> "CtcPrefix":
-        return CtcPrefix(self, token)
+        node = CtcPrefix.__new__(CtcPrefix)
+        node.token = token
+        node.labels = np.append(self.labels, token)
+        node._same = np.append(self._same, token == self.token)
+        node._parent = self
+        node._rn = node._rb = None
+        node._n = 0
+        return node
 
     def extend(self, logp: np.ndarray, blank: int, n: int) -> None:
         """Forward variables up to frame n. logp (T, V) CTC log-probs of the segment, T >= n."""
-        t0 = len(self.r_n)
+        if self._rn is None:
+            self._build(logp, blank)
+        t0 = self._n
         if n <= t0:
             return
-        lp_blank = logp[t0:n, blank].astype(np.float64)
-        if self.parent is None:  # only blanks so far
-            start = self.r_b[-1] if t0 else 0.0
-            self.r_n = np.full(n, NEG_INF)
-            self.r_b = np.concatenate([self.r_b, start + np.cumsum(lp_blank)])
+        self._reserve(n)
+        lp_tok = logp[t0:n][:, self.labels].astype(np.float64)  # (d, L)
+        lp_blank = logp[t0:n, blank].astype(np.float64)  # (d,)
+        if n - t0 > self._rn.shape[1]:
+            self._extend_rows(t0, n, lp_tok, lp_blank)
+        else:
+            self._extend_frames(t0, n, lp_tok, lp_blank)
+        self._n = n
+
+    def _build(self, logp: np.ndarray, blank: int) -> None:
+        """The lattice from the parent's: its rows over the frames it has, plus this prefix's row."""
+        parent = self._parent
+        if parent._rn is None:
+            parent._build(logp, blank)
+        n, rows = parent._n, len(self.labels) + 1
+        self._rn = np.full((max(n, 16), rows), NEG_INF)
+        self._rb = np.full((max(n, 16), rows), NEG_INF)
+        self._rn[:n, :-1] = parent._rn[:n]
+        self._rb[:n, :-1] = parent._rb[:n]
+        self._n = 0
+        if n:
+            self._extend_row(rows - 1, 0, n, logp[:n, self.token].astype(np.float64),
+                             logp[:n, blank].astype(np.float64))
+        self._n = n
+        self._parent = None  # the copy is all this node needs
+
+    def _reserve(self, n: int) -> None:
+        if n > len(self._rn):
+            cap = max(n, 2 * len(self._rn))
+            for name in ("_rn", "_rb"):
+                old = getattr(self, name)
+                new = np.full((cap, old.shape[1]), NEG_INF)
+                new[: self._n] = old[: self._n]
+                setattr(self, name, new)
+
+    def _extend_frames(self, t0: int, n: int, lp_tok: np.ndarray, lp_blank: np.ndarray) -> None:
+        """Frame by frame, all rows at once: r[t] from r[t - 1]."""
+        rn, rb, same = self._rn, self._rb, self._same
+        for t in range(t0, n):
+            if t == 0:
+                prev_n = np.full(rn.shape[1], NEG_INF)
+                prev_b = prev_n.copy()
+                prev_b[0] = 0.0  # before any frame only the empty prefix is complete
+            else:
+                prev_n, prev_b = rn[t - 1], rb[t - 1]
+            ready = np.where(same, prev_b[:-1], np.logaddexp(prev_n[:-1], prev_b[:-1]))
+            rn[t, 1:] = np.logaddexp(prev_n[1:], ready) + lp_tok[t - t0]
+            rb[t] = np.logaddexp(prev_b, prev_n) + lp_blank[t - t0]
+
+    def _extend_rows(self, t0: int, n: int, lp_tok: np.ndarray, lp_blank: np.ndarray) -> None:
+        """Row by row, each in closed form over frames [t0, n)."""
+        for row in range(self._rn.shape[1]):
+            self._extend_row(row, t0, n, lp_tok[:, row - 1] if row else None, lp_blank)
+
+    def _extend_row(self, row: int, t0: int, n: int, lp_tok: np.ndarray | None, lp_blank: np.ndarray) -> None:
+        """Row `row` over frames [t0, n); rows above it must already reach n - 1."""
+        rn, rb = self._rn[:, row], self._rb[:, row]
+        if row == 0:  # only blanks so far
+            rb[t0:n] = (rb[t0 - 1] if t0 else 0.0) + np.cumsum(lp_blank)
             return
-        self.parent.extend(logp, blank, n)
-        prev_n = self.r_n[-1] if t0 else NEG_INF
-        new_n = _recurrence(prev_n, self.parent.entry(t0, n, self.token == self.parent.token),
-                            logp[t0:n, self.token].astype(np.float64))
+        prev_n = rn[t0 - 1] if t0 else NEG_INF
+        new_n = _recurrence(prev_n, self._ready(row - 1, t0, n, bool(self._same[row - 1])), lp_tok)
+        rn[t0:n] = new_n
         n_before = np.concatenate([[prev_n], new_n[:-1]])
-        new_b = _recurrence(self.r_b[-1] if t0 else NEG_INF, n_before, lp_blank)
-        self.r_n = np.concatenate([self.r_n, new_n])
-        self.r_b = np.concatenate([self.r_b, new_b])
+        rb[t0:n] = _recurrence(rb[t0 - 1] if t0 else NEG_INF, n_before, lp_blank)
 
-    def entry(self, lo: int, hi: int, repeat: bool) -> np.ndarray:
-        """log prob of being ready to emit a next token after this prefix, at frame t - 1, for t in [lo, hi).
+    def _ready(self, row: int, lo: int, hi: int, repeat: bool) -> np.ndarray:
+        """log prob that the prefix of `row` tokens is complete at frame t - 1, for t in [lo, hi).
 
-        `repeat`: the next token equals this prefix's last one, so a blank must come in
-        between (only r_b counts). At t = 0 only the empty prefix is ready (probability 1).
+        `repeat`: the next token equals that prefix's last one, so a blank must come in
+        between (only r_b counts). At t = 0 only the empty prefix is complete (probability 1).
         """
         out = np.empty(hi - lo)
         first = 0
         if lo == 0:
-            out[0] = 0.0 if self.is_root else NEG_INF
+            out[0] = 0.0 if row == 0 else NEG_INF
             first = 1
-        idx = np.arange(lo + first - 1, hi - 1)
-        out[first:] = self.r_b[idx] if repeat else np.logaddexp(self.r_n[idx], self.r_b[idx])
+        rb = self._rb[lo + first - 1: hi - 1, row]
+        out[first:] = rb if repeat else np.logaddexp(self._rn[lo + first - 1: hi - 1, row], rb)
         return out
+
+    def entry(self, lo: int, hi: int, repeat: bool) -> np.ndarray:
+        """log prob of being ready to emit a next token after this prefix, at frame t - 1, for t in [lo, hi)."""
+        return self._ready(len(self.labels), lo, hi, repeat)
 
     def prefix_score(self, logp: np.ndarray, blank: int, n: int) -> float:
         """log psi(self, n): the CTC output of frames [0, n) starts with this prefix."""
-        if self.parent is None:
+        if self.is_root:
             return 0.0
         self.extend(logp, blank, n)
-        ready = self.parent.entry(0, n, self.token == self.parent.token)
+        ready = self._ready(len(self.labels) - 1, 0, n, bool(self._same[-1]))
         return float(np.logaddexp.reduce(ready + logp[:n, self.token]))
 
     def scores(self, logp: np.ndarray, blank: int, n: int, tokens: np.ndarray) -> tuple[np.ndarray, float]:
@@ -112,9 +196,11 @@ class CtcPrefix:
         own = self.prefix_score(logp, blank, n)
         if not np.isfinite(own):  # more tokens than the frames can hold: CTC has nothing to add
             return np.zeros(len(tokens)), 0.0
-        ready_any, ready_same = self.entry(0, n, repeat=False), self.entry(0, n, repeat=True)
-        ready = np.where((tokens == self.token)[None, :], ready_same[:, None], ready_any[:, None])  # (n, K)
-        psi = np.logaddexp.reduce(ready + logp[:n, tokens], axis=0)
+        paths = self.entry(0, n, repeat=False)[:, None] + logp[:n, tokens]  # (n, K)
+        repeat = tokens == self.token
+        if repeat.any():  # a repeated token needs a blank in between
+            paths[:, repeat] = (self.entry(0, n, repeat=True) + logp[:n, self.token])[:, None]
+        psi = np.logaddexp.reduce(paths, axis=0)
         end = float(np.logaddexp(self.r_n[n - 1], self.r_b[n - 1]))
         # a floor keeps impossible continuations finite, so scores never become nan
         return np.maximum(psi - own, SCORE_FLOOR), max(end - own, SCORE_FLOOR)
