@@ -9,7 +9,9 @@
 - the same streaming decode on the int8 graphs, when given
 The windowed decoders use joint CTC/attention scoring at --ctc-weight and beam --beam (the
 service defaults); with a weight > 0 windowed offline decoding is also reported attention-only,
-and with a beam > 1 also greedy, for comparison.
+and with a beam > 1 also greedy, for comparison. With an lm.onnx in the model folder the
+decoders fuse it at --lm-weight (the service default), and offline decoding is also reported
+without it.
 Each utterance is one segment (no VAD): this measures the model, bench/ measures the service.
 """
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy as np
 from model_export.data import load_audio, read_manifest
 from service.pipeline.ctc_prefix import DEFAULT_CTC_WEIGHT
 from service.pipeline.decoder import DEFAULT_BEAM_SIZE, DecodeOptions, decode_offline
+from service.pipeline.lm import DEFAULT_LM_WEIGHT
 from service.pipeline.encoder import encode_offline
 from service.pipeline.features import compute_features
 from service.recognizer import Recognizer
@@ -34,7 +37,7 @@ from service.recognizer import Recognizer
 
 def windowed_offline(rec: Recognizer, audio: np.ndarray, options: DecodeOptions) -> str:
     store = encode_offline(rec.encoder, audio, rec.chunk_frames)
-    dec = decode_offline(rec.decoder, rec.info, store, options)
+    dec = decode_offline(rec.decoder, rec.info, store, options, rec.lm)
     return rec.assembler.hypothesis(dec, store.length, 0.0, True, False).text
 
 
@@ -77,6 +80,8 @@ def main() -> None:
     p.add_argument("--beam", type=int, default=DEFAULT_BEAM_SIZE, help="beam width (default: the service's)")
     p.add_argument("--ctc-weight", type=float, default=DEFAULT_CTC_WEIGHT,
                    help="joint CTC/attention scoring weight (0: attention only; default: the service's)")
+    p.add_argument("--lm-weight", type=float, default=DEFAULT_LM_WEIGHT,
+                   help="language model weight, when the model folder has an lm.onnx (0: off; default: the service's)")
     p.add_argument("--json-out", type=Path)
     args = p.parse_args()
     utts = read_manifest(args.manifest)
@@ -84,20 +89,23 @@ def main() -> None:
     audios = [load_audio(u.path) for u in utts]
     refs = [u.text for u in utts]
     hours = sum(len(a) for a in audios) / 16000 / 3600
-    options = DecodeOptions(beam_size=args.beam, ctc_weight=args.ctc_weight)
+    rec = Recognizer(args.model_dir, inference_threads=1, lm_weight=args.lm_weight)
+    options = DecodeOptions(beam_size=args.beam, ctc_weight=args.ctc_weight, lm_weight=rec.lm_weight)
     report: dict = {"manifest": str(args.manifest), "utterances": len(utts), "hours": round(hours, 3),
-                    "beam": args.beam, "ctc_weight": options.ctc_weight}
+                    "beam": args.beam, "ctc_weight": options.ctc_weight, "lm_weight": options.lm_weight}
     if args.checkpoint:
         report["full_attention_offline"] = score(refs, full_attention(args.checkpoint, audios))
-    rec = Recognizer(args.model_dir, inference_threads=1)
     t0 = time.perf_counter()
     report["windowed_offline"] = score(refs, [windowed_offline(rec, a, options) for a in audios])
     report["windowed_offline"]["rtf_1thread"] = round((time.perf_counter() - t0) / (hours * 3600), 4)
     if options.beam_size > 1:
         greedy = dataclasses.replace(options, beam_size=1)
         report["windowed_offline_greedy"] = score(refs, [windowed_offline(rec, a, greedy) for a in audios])
+    if options.lm_weight:
+        report["windowed_offline_no_lm"] = score(refs, [windowed_offline(rec, a, dataclasses.replace(options, lm_weight=0.0))
+                                                        for a in audios])
     if options.ctc_weight:
-        plain = dataclasses.replace(options, ctc_weight=0.0)
+        plain = dataclasses.replace(options, ctc_weight=0.0, lm_weight=0.0)
         t0 = time.perf_counter()
         report["windowed_offline_attention_only"] = score(refs, [windowed_offline(rec, a, plain) for a in audios])
         report["windowed_offline_attention_only"]["rtf_1thread"] = round((time.perf_counter() - t0) / (hours * 3600), 4)
@@ -105,7 +113,7 @@ def main() -> None:
     report["windowed_streaming"] = score(refs, hyps)
     report["examples"] = [{"ref": r, "hyp": h} for r, h in list(zip(refs, hyps))[:5]]
     if args.int8_dir:
-        rec8 = Recognizer(args.int8_dir, inference_threads=1)
+        rec8 = Recognizer(args.int8_dir, inference_threads=1, lm_weight=args.lm_weight)
         t0 = time.perf_counter()
         report["windowed_offline_int8"] = score(refs, [windowed_offline(rec8, a, options) for a in audios])
         report["windowed_offline_int8"]["rtf_1thread"] = round((time.perf_counter() - t0) / (hours * 3600), 4)

@@ -37,6 +37,7 @@ def load_recognizer(settings: Settings):
         batch_max_size=settings.batch_max_size,
         batch_max_wait_ms=settings.batch_max_wait_ms,
         ctc_weight=settings.ctc_weight,
+        lm_weight=settings.lm_weight,
         beam_size=settings.beam_size,
     )
 

@@ -13,6 +13,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
 
 from service.pipeline.ctc_prefix import DEFAULT_CTC_WEIGHT
+from service.pipeline.lm import DEFAULT_LM_WEIGHT
 from service.pipeline.decoder import DEFAULT_BEAM_SIZE
 
 # The trained model shipped inside the package (see service/models/default/MODEL_CARD.md).
@@ -45,6 +46,8 @@ class Settings(BaseSettings):
     batch_max_wait_ms: float = Field(0.0, ge=0.0, le=1000.0, description="longest wait to fill a batch, in ms")
     ctc_weight: float = Field(DEFAULT_CTC_WEIGHT, ge=0.0, le=1.0,
                               description="joint CTC/attention decoding: weight of the CTC prefix score (0: attention only)")
+    lm_weight: float = Field(DEFAULT_LM_WEIGHT, ge=0.0, le=2.0,
+                             description="language model weight (shallow fusion) when the model folder has an lm.onnx; 0: off")
     beam_size: int = Field(DEFAULT_BEAM_SIZE, ge=1, le=16,
                            description="decoder beam width for requests that leave beam_size at 0 (1: greedy)")
 

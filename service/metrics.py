@@ -51,9 +51,12 @@ ENCODER_BATCH_SIZE = Histogram(
 DECODER_BATCH_SIZE = Histogram(
     "stt_decoder_batch_size", "Streams stacked into one decoder-step ONNX call.", buckets=_BATCH_BUCKETS
 )
+LM_BATCH_SIZE = Histogram(
+    "stt_lm_batch_size", "Streams stacked into one language-model-step ONNX call.", buckets=_BATCH_BUCKETS
+)
 INFERENCE_SECONDS = Histogram(
     "stt_inference_seconds",
-    "Wall time of one ONNX Runtime call, by graph (encoder, decoder).",
+    "Wall time of one ONNX Runtime call, by graph (encoder, decoder, lm).",
     ["graph"],
     buckets=_INFERENCE_BUCKETS,
 )

@@ -16,6 +16,7 @@ from service.pipeline.batcher import MicroBatcher
 from service.pipeline.ctc_prefix import DEFAULT_CTC_WEIGHT
 from service.pipeline.decoder import DEFAULT_BEAM_SIZE, DecodeOptions, DecoderGraph
 from service.pipeline.encoder import EncoderGraph
+from service.pipeline.lm import DEFAULT_LM_WEIGHT, LM_BATCH_AXES, LmGraph
 from service.pipeline.model_info import ModelFileError, ModelInfo, create_session
 from service.pipeline.recognition import SegmentRecognizer
 from service.pipeline.tokenizer import Tokenizer
@@ -30,7 +31,8 @@ DECODER_BATCH_AXES = {k: 0 for k in ("token", "h", "c", "att_prev", "enc", "keys
 class Recognizer:
     def __init__(self, model_dir: Path = DEFAULT_MODEL_DIR, *, inference_threads: int = 2,
                  batch_max_size: int = 64, batch_max_wait_ms: float = 0.0, chunk_frames: int = 16,
-                 ctc_weight: float = DEFAULT_CTC_WEIGHT, beam_size: int = DEFAULT_BEAM_SIZE) -> None:
+                 ctc_weight: float = DEFAULT_CTC_WEIGHT, beam_size: int = DEFAULT_BEAM_SIZE,
+                 lm_weight: float = DEFAULT_LM_WEIGHT) -> None:
         model_dir = Path(model_dir)
         enc_session = create_session(model_dir / "encoder.onnx")
         dec_session = create_session(model_dir / "decoder.onnx")
@@ -44,6 +46,9 @@ class Recognizer:
         self.tokenizer = Tokenizer(self.info.vocab)
         self.encoder = EncoderGraph(enc_session, self.info)
         self.decoder = DecoderGraph(dec_session)
+        # the LM (lm.onnx, optional) is loaded only when it will be used
+        self.lm = LmGraph.load(model_dir, self.info.vocab) if lm_weight > 0 else None
+        self.lm_weight = lm_weight if self.lm is not None else 0.0  # for requests that leave it unset
         self.assembler = Assembler(self.info, self.tokenizer)
         self._executor = ThreadPoolExecutor(inference_threads, thread_name_prefix="onnx")
         wait_s = batch_max_wait_ms / 1000
@@ -51,8 +56,12 @@ class Recognizer:
                                             inference_threads, batch_max_size, wait_s, metrics.ENCODER_BATCH_SIZE)
         self.decoder_batcher = MicroBatcher("decoder", self.decoder.run, DECODER_BATCH_AXES, self._executor,
                                             inference_threads, batch_max_size, wait_s, metrics.DECODER_BATCH_SIZE)
+        self.lm_batcher = None if self.lm is None else MicroBatcher(
+            "lm", self.lm.run, LM_BATCH_AXES, self._executor, inference_threads, batch_max_size, wait_s,
+            metrics.LM_BATCH_SIZE)
         log.info("model loaded", extra={"model_dir": str(model_dir), "version": self.info.version,
-                                        "window": [self.info.window_back, self.info.window_size]})
+                                        "window": [self.info.window_back, self.info.window_size],
+                                        "lm": self.lm.info.version if self.lm is not None else None})
 
     @classmethod
     def load(cls, model_dir: Path | None = None, **kwargs) -> "Recognizer":
@@ -62,10 +71,14 @@ class Recognizer:
         """Start the micro-batching workers (call from the serving event loop)."""
         self.encoder_batcher.start()
         self.decoder_batcher.start()
+        if self.lm_batcher is not None:
+            self.lm_batcher.start()
 
     async def close(self) -> None:
         await self.encoder_batcher.close()
         await self.decoder_batcher.close()
+        if self.lm_batcher is not None:
+            await self.lm_batcher.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     def new_segment(self, offset_s: float, options: DecodeOptions = DecodeOptions()) -> SegmentRecognizer:
@@ -73,4 +86,6 @@ class Recognizer:
             options = dataclasses.replace(options, ctc_weight=self.ctc_weight)
         if options.beam_size is None:
             options = dataclasses.replace(options, beam_size=max(self.beam_size, options.min_beam_size))
+        if options.lm_weight is None:
+            options = dataclasses.replace(options, lm_weight=self.lm_weight)
         return SegmentRecognizer(self, offset_s, options)

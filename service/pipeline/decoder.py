@@ -14,6 +14,8 @@ decoding rule exists once. Beam size 1 is greedy decoding.
 With `ctc_weight` > 0 each candidate token is scored jointly: (1 - w) attention log-prob
 + w CTC prefix log-prob (service/pipeline/ctc_prefix.py) over the frames up to the end
 of the step's window, so joint decoding streams exactly like attention-only decoding.
+With a language model (service/pipeline/lm.py) each candidate also gets `lm_weight` times
+the LM's log-prob of the token (or of the end) given the hypothesis's tokens.
 
 Ending is the one decision the window cannot make: the attention decoder often proposes
 the end in a pause mid-sentence, and frames up to the window end cannot say whether more
@@ -37,6 +39,7 @@ from service.pipeline.ctc_prefix import SCORE_FLOOR, CtcPrefix
 
 if TYPE_CHECKING:  # numpy only at run time: the service's configuration imports this module's defaults
     from service.pipeline.encoder import FrameStore
+    from service.pipeline.lm import LmGraph, LmInfo
     from service.pipeline.model_info import ModelInfo
 
 MASK_VALUE = -1.0e4  # same additive mask as training
@@ -54,6 +57,7 @@ class DecodeOptions:
     return_attention: bool = False  # keep the alignment matrix for the client (word times use it regardless)
     ctc_weight: float | None = None  # joint CTC/attention scoring; 0: attention only; None: the service default
     ctc_candidates: int = 8  # attention's top tokens per hypothesis that CTC rescores
+    lm_weight: float | None = None  # shallow fusion with the model's LM; 0: off; None: the service default
 
 
 @dataclass
@@ -71,6 +75,8 @@ class Hyp:
     finished: bool = False
     score: float = 0.0  # ranking score: sum of attention log-probs, or of joint scores with CTC
     ctc: CtcPrefix | None = None  # CTC forward variables of `tokens` (joint decoding only)
+    lm_h: np.ndarray | None = None  # (lm_hidden,) LM state after `tokens` (with an LM only)
+    lm_c: np.ndarray | None = None
 
     def ranking(self, length_norm: bool) -> float:
         return self.score / (len(self.logps) or 1) if length_norm else self.score
@@ -88,6 +94,7 @@ class StepRequest:
     bounds: list[int] = field(default_factory=list)  # per row: CTC scores count frames [0, bound)
     ctc_logp: np.ndarray | None = None  # (T', V) the segment's CTC log-probs (joint decoding only)
     ended: bool = True  # the segment is complete: ctc_logp holds all of its frames
+    lm_inputs: dict[str, np.ndarray] | None = None  # one LM step for the same rows (with an LM only)
 
 
 @dataclass
@@ -101,7 +108,7 @@ class _Candidate:
 class WindowedDecoder:
     """Per-segment decoding state. The shared graph/session is not held here."""
 
-    def __init__(self, info: ModelInfo, options: DecodeOptions = DecodeOptions()) -> None:
+    def __init__(self, info: ModelInfo, options: DecodeOptions = DecodeOptions(), lm: LmInfo | None = None) -> None:
         if options.beam_size is None:
             options = dataclasses.replace(options, beam_size=max(DEFAULT_BEAM_SIZE, options.min_beam_size))
         self.info = info
@@ -113,7 +120,10 @@ class WindowedDecoder:
         first_att[back] = 1.0  # training starts from a one-hot at frame 0
         zero = np.zeros(info.dec_hidden, np.float32)
         root = CtcPrefix() if (options.ctc_weight or 0.0) > 0 and self.blank >= 0 else None
-        self.active: list[Hyp] = [Hyp([], [], zero, zero.copy(), first_att, -back, 0, ctc=root)]
+        self.lm_weight = (options.lm_weight or 0.0) if lm is not None else 0.0
+        lm_zero = np.zeros(lm.hidden, np.float32) if self.lm_weight > 0 else None
+        self.active: list[Hyp] = [Hyp([], [], zero, zero.copy(), first_att, -back, 0, ctc=root,
+                                      lm_h=lm_zero, lm_c=None if lm_zero is None else lm_zero.copy())]
         self.finished: list[Hyp] = []
         self._held: tuple[StepRequest, dict[str, np.ndarray], list[_Candidate]] | None = None
 
@@ -151,10 +161,15 @@ class WindowedDecoder:
         rows = [self._row(h, store) for h in self.active]
         inputs = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
         starts = [h.window_start(back) for h in self.active]
+        lm_inputs = None
+        if self.lm_weight > 0:
+            lm_inputs = {"token": inputs["token"], "h": np.stack([h.lm_h for h in self.active]),
+                         "c": np.stack([h.lm_c for h in self.active])}
         if self.active[0].ctc is None:
-            return StepRequest(inputs, starts)
+            return StepRequest(inputs, starts, lm_inputs=lm_inputs)
         # the window end, not store.length: what has arrived depends on the chunking
-        return StepRequest(inputs, starts, [min(s + w, store.length) for s in starts], store.ctc_logp(), ended)
+        return StepRequest(inputs, starts, [min(s + w, store.length) for s in starts], store.ctc_logp(), ended,
+                           lm_inputs)
 
     def _row(self, hyp: Hyp, store: FrameStore) -> dict[str, np.ndarray]:
         start = hyp.window_start(self.info.window_back)
@@ -171,18 +186,23 @@ class WindowedDecoder:
         """
         k = self.options.beam_size
         logp = outputs["logp"]
+        w = self.options.ctc_weight if self.active[0].ctc is not None else 0.0
+        # candidates: the best tokens by the scores known for the whole vocabulary (attention, LM);
+        # CTC then rescores only those few
+        pre = logp if self.lm_weight == 0 else (1 - w) * logp + self.lm_weight * outputs["lm_logp"]
         candidates: list[_Candidate] = []
         for row, hyp in enumerate(self.active):
             if hyp.ctc is None:
-                top = np.argsort(-logp[row])[:k]
+                top = np.argsort(-pre[row])[:k]
                 step_scores = logp[row, top].astype(np.float64)
                 pending = np.zeros(len(top), bool)
             else:
-                top = np.argsort(-logp[row])[:max(k, self.options.ctc_candidates)]
-                w = self.options.ctc_weight
+                top = np.argsort(-pre[row])[:max(k, self.options.ctc_candidates)]
                 ctc, exact = self._ctc_scores(hyp, top, logp[row, top], request, row)
                 step_scores = (1 - w) * logp[row, top] + w * ctc
                 pending = (top == self.eos) & ~exact
+            if self.lm_weight > 0:
+                step_scores = step_scores + self.lm_weight * outputs["lm_logp"][row, top]
             candidates += [_Candidate(hyp.score + float(s), row, int(t), bool(p))
                            for t, s, p in zip(top, step_scores, pending)]
         candidates.sort(key=lambda c: -c.score)
@@ -229,7 +249,9 @@ class WindowedDecoder:
             if c.end_pending:
                 hyp = self.active[c.row]
                 _, rest = hyp.ctc.scores(ctc_logp, self.blank, len(ctc_logp), np.zeros(0, np.int64))
-                c = _Candidate(hyp.score + (1 - w) * float(outputs["logp"][c.row, self.eos]) + w * rest, c.row, c.token)
+                lm = self.lm_weight * float(outputs["lm_logp"][c.row, self.eos]) if self.lm_weight > 0 else 0.0
+                c = _Candidate(hyp.score + (1 - w) * float(outputs["logp"][c.row, self.eos]) + w * rest + lm,
+                               c.row, c.token)
             out.append(c)
         return sorted(out, key=lambda c: -c.score)
 
@@ -247,7 +269,9 @@ class WindowedDecoder:
                         outputs["new_h"][row], outputs["new_c"][row], weights, start,
                         max(parent.centre, start + int(np.argmax(weights))),
                         parent.align + [(start, weights)], score=cand.score,
-                        ctc=parent.ctc.child(token) if parent.ctc is not None and token != self.eos else None)
+                        ctc=parent.ctc.child(token) if parent.ctc is not None and token != self.eos else None,
+                        lm_h=outputs["lm_h"][row] if self.lm_weight > 0 else None,
+                        lm_c=outputs["lm_c"][row] if self.lm_weight > 0 else None)
             if token == self.eos:
                 child.finished = True
                 self.finished.append(child)
@@ -363,9 +387,12 @@ class DecoderGraph:
 
 
 def decode_offline(graph: DecoderGraph, info: ModelInfo, store: FrameStore,
-                   options: DecodeOptions = DecodeOptions()) -> WindowedDecoder:
-    """Windowed decoding of a complete segment (all frames in `store`)."""
-    dec = WindowedDecoder(info, options)
+                   options: DecodeOptions = DecodeOptions(), lm: LmGraph | None = None) -> WindowedDecoder:
+    """Windowed decoding of a complete segment (all frames in `store`); `lm` fuses when options.lm_weight > 0."""
+    dec = WindowedDecoder(info, options, lm.info if lm is not None else None)
     while (req := dec.next_step(store, ended=True)) is not None:
-        dec.apply(req, graph.run(req.inputs))
+        outputs = graph.run(req.inputs)
+        if req.lm_inputs is not None:
+            outputs.update(lm.run(req.lm_inputs))
+        dec.apply(req, outputs)
     return dec

@@ -5,6 +5,7 @@ supplies the read-only graphs and the batched calls.
 """
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -30,7 +31,7 @@ class SegmentRecognizer:
         self.chunker = FeatureChunker(info, recognizer.chunk_frames)
         self.frames = FrameStore(info)
         self.enc_state = recognizer.encoder.zero_state()
-        self.decoder = WindowedDecoder(info, options)
+        self.decoder = WindowedDecoder(info, options, recognizer.lm.info if recognizer.lm is not None else None)
         self._emitted_tokens = 0
 
     async def accept(self, samples: np.ndarray) -> Hypothesis | None:
@@ -61,7 +62,13 @@ class SegmentRecognizer:
 
     async def _decode(self, ended: bool) -> None:
         while (req := self.decoder.next_step(self.frames, ended)) is not None:
-            self.decoder.apply(req, await self._rec.decoder_batcher.submit(req.inputs))
+            if req.lm_inputs is None:
+                outputs = await self._rec.decoder_batcher.submit(req.inputs)
+            else:  # the LM step needs no decoder output: both run at once
+                outputs, lm_outputs = await asyncio.gather(self._rec.decoder_batcher.submit(req.inputs),
+                                                           self._rec.lm_batcher.submit(req.lm_inputs))
+                outputs = {**outputs, **lm_outputs}
+            self.decoder.apply(req, outputs)
 
     def _hypothesis(self, final: bool) -> Hypothesis:
         return self._rec.assembler.hypothesis(self.decoder, self.frames.length, self.offset_s, final,
