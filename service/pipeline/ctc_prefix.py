@@ -26,6 +26,7 @@ import numpy as np
 DEFAULT_CTC_WEIGHT = 0.3
 NEG_INF = -np.inf
 SCORE_FLOOR = -1.0e3
+_HEADROOM = 16  # spare frames per lattice: a window advances a few frames per decoding step
 
 
 def _recurrence(init: float, a: np.ndarray, p: np.ndarray) -> np.ndarray:
@@ -58,8 +59,7 @@ class CtcPrefix:
         self.labels = np.zeros(0, np.int64)  # (L,) the prefix
         self._same = np.zeros(0, bool)  # (L,) token l repeats token l - 1: a blank must come between
         self._parent: CtcPrefix | None = None  # until the lattice is built (lazily, on first use)
-        self._rn = np.full((0, 1), NEG_INF)
-        self._rb = np.full((0, 1), NEG_INF)
+        self._rn, self._rb = self._alloc(_HEADROOM, 1)
         self._n = 0  # frames computed
 
     @property
@@ -108,8 +108,7 @@ class CtcPrefix:
         if parent._rn is None:
             parent._build(logp, blank)
         n, rows = parent._n, len(self.labels) + 1
-        self._rn = np.full((max(n, 16), rows), NEG_INF)
-        self._rb = np.full((max(n, 16), rows), NEG_INF)
+        self._rn, self._rb = self._alloc(n + _HEADROOM, rows)  # the next step extends by a few frames
         self._rn[:n, :-1] = parent._rn[:n]
         self._rb[:n, :-1] = parent._rb[:n]
         self._n = 0
@@ -119,14 +118,18 @@ class CtcPrefix:
         self._n = n
         self._parent = None  # the copy is all this node needs
 
+    @staticmethod
+    def _alloc(cap: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
+        """Uninitialized (cap, rows) r_n, r_b; only r_n of the empty prefix (row 0) is preset: never a token."""
+        rn, rb = np.empty((cap, rows)), np.empty((cap, rows))
+        rn[:, 0] = NEG_INF
+        return rn, rb
+
     def _reserve(self, n: int) -> None:
         if n > len(self._rn):
-            cap = max(n, 2 * len(self._rn))
-            for name in ("_rn", "_rb"):
-                old = getattr(self, name)
-                new = np.full((cap, old.shape[1]), NEG_INF)
-                new[: self._n] = old[: self._n]
-                setattr(self, name, new)
+            rn, rb = self._alloc(max(n + _HEADROOM, 2 * len(self._rn)), self._rn.shape[1])
+            rn[: self._n], rb[: self._n] = self._rn[: self._n], self._rb[: self._n]
+            self._rn, self._rb = rn, rb
 
     def _extend_frames(self, t0: int, n: int, lp_tok: np.ndarray, lp_blank: np.ndarray) -> None:
         """Frame by frame, all rows at once: r[t] from r[t - 1]."""
