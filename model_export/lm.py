@@ -27,7 +27,7 @@ from torch import nn
 
 from model_export import text as text_sources
 from model_export.bpe import BpeEncoder
-from model_export.train import save_checkpoint
+from model_export.train import checkpoints, resume, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -134,14 +134,7 @@ def train(args: argparse.Namespace) -> Path:
     dev = [s for s in (bpe.encode(t) for t in held_out) if s]
     lm = TokenLM(len(bpe.vocab), args.embed, args.hidden)
     opt = torch.optim.Adam(lm.parameters(), lr=args.lr)
-    step, epoch, pos = 0, 0, 0
-    ckpts = sorted(args.out.glob("lm-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
-    if ckpts:
-        state = torch.load(ckpts[-1], map_location="cpu", weights_only=False)
-        lm.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        step, epoch, pos = state["step"], state["epoch"], state["pos"]
-        log.info("resumed from %s (step %d)", ckpts[-1], step)
+    step, epoch, pos = resume(args.out, lm, opt, prefix="lm")
     n_tokens = sum(len(s) + 1 for s in seqs)
     log.info("LM: %d parameters; %d sentences, %d tokens; %d held-out sentences",
              sum(p.numel() for p in lm.parameters()), len(seqs), n_tokens, len(dev))
@@ -166,7 +159,7 @@ def train(args: argparse.Namespace) -> Path:
             if step % args.ckpt_every == 0 or step == args.steps:
                 save_checkpoint(args.out / f"lm-{step}.pt", {"model": lm.state_dict(), "opt": opt.state_dict(),
                                                              "step": step, "epoch": epoch, "pos": pos})
-                for old in sorted(args.out.glob("lm-*.pt"), key=lambda p: int(p.stem.split("-")[1]))[:-1]:
+                for old in checkpoints(args.out, "lm")[:-1]:
                     old.unlink()
                 log.info("step %d: held-out perplexity %.2f", step, perplexity(lm, dev))
         if pos >= len(plan):

@@ -181,6 +181,24 @@ def save_checkpoint(path: Path, payload: dict) -> None:
     os.replace(tmp, path)  # a kill during save never leaves a torn checkpoint
 
 
+def checkpoints(out: Path, prefix: str = "ckpt") -> list[Path]:
+    """`prefix`-STEP.pt files in `out`, oldest first."""
+    return sorted(out.glob(f"{prefix}-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
+
+
+def resume(out: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, prefix: str = "ckpt") -> tuple[int, int, int]:
+    """Load the newest checkpoint of `out` into model and optimizer: (step, epoch, batch) to go on
+    from, (0, 0, 0) when there is none."""
+    ckpts = checkpoints(out, prefix)
+    if not ckpts:
+        return 0, 0, 0
+    state = torch.load(ckpts[-1], map_location="cpu", weights_only=False)
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["opt"])
+    log.info("resumed from %s (step %d, epoch %d, batch %d)", ckpts[-1], state["step"], state["epoch"], state["pos"])
+    return state["step"], state["epoch"], state["pos"]
+
+
 def average_checkpoints(paths: list[Path]) -> dict:
     states = [torch.load(p, map_location="cpu", weights_only=False)["model"] for p in paths]
     avg = {}
@@ -252,14 +270,9 @@ def train(args: argparse.Namespace) -> Path:
     dev_set = FeatureSet(read_manifest(args.dev), encoder, args.out / "cache" / "dev_feats.npz", args.workers)
     model = build_model(args, tok)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-6)
-    step, epoch, pos = 0, 0, 0
-    ckpts = sorted(args.out.glob("ckpt-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
-    if ckpts:
-        state = torch.load(ckpts[-1], map_location="cpu", weights_only=False)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        step, epoch, pos = state["step"], state["epoch"], state["pos"]
-        log.info("resumed from %s (step %d, epoch %d, batch %d)", ckpts[-1], step, epoch, pos)
+    step, epoch, pos = resume(args.out, model, opt)
+    if step:
+        pass  # resumed: weights, statistics and optimizer come from the checkpoint
     elif args.init_from:
         missing, unexpected = model.load_state_dict(
             torch.load(args.init_from, map_location="cpu", weights_only=False)["model"], strict=False)
@@ -302,7 +315,7 @@ def train(args: argparse.Namespace) -> Path:
             if step % args.ckpt_every == 0 or step == stop_at:
                 save_checkpoint(args.out / f"ckpt-{step}.pt", {"model": model.state_dict(), "opt": opt.state_dict(),
                                 "step": step, "epoch": epoch, "pos": pos, "config": model.cfg.to_json()})
-                for old in sorted(args.out.glob("ckpt-*.pt"), key=lambda p: int(p.stem.split("-")[1]))[:-args.average]:
+                for old in checkpoints(args.out)[:-args.average]:
                     old.unlink()
             if step % args.eval_every == 0:
                 log.info("eval step %d: %s", step, json.dumps(evaluate(model, dev_set, tok, args.dev_utts)))
@@ -312,7 +325,7 @@ def train(args: argparse.Namespace) -> Path:
     if step < args.steps:
         log.info("stopped at step %d of %d (--max-steps-this-run); rerun to continue", step, args.steps)
         return args.out / f"ckpt-{step}.pt"
-    ckpts = sorted(args.out.glob("ckpt-*.pt"), key=lambda p: int(p.stem.split("-")[1]))[-args.average:]
+    ckpts = checkpoints(args.out)[-args.average:]
     model.load_state_dict(average_checkpoints(ckpts))
     final = args.out / "final.pt"
     save_checkpoint(final, {"model": model.state_dict(), "config": model.cfg.to_json(), "step": step,
