@@ -61,7 +61,7 @@ mkdir -p runs/s3 && cp -n model_export/checkpoints/bpe256.* runs/s3/
 WARM="${WARM:-model_export/checkpoints/default.pt}"
 python -m model_export.train --train data/train_s3.jsonl --dev data/corpus/dev.jsonl --tokens bpe256 --threads "${THREADS:-2}" \
     --out runs/s3 --enc-skip --init-from "$WARM" --lr 1e-3 --warmup 300 --guided-weight 0 --ctc-high-until 0 \
-    --steps 10000 --window-from 5000 --eval-every 2500
+    --steps 8000 --window-from 4500 --eval-every 2000
 mkdir -p runs/v1.2.0 && cp -n service/models/default/encoder.onnx runs/v1.2.0/  # lineage totals of v1.2.0
 python -m model_export.export --checkpoint runs/s3/final.pt --out service/models/default --version 1.3.0 \
     --manifest data/train_s3.jsonl --int8-out runs/s3/int8 \

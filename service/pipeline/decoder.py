@@ -158,9 +158,12 @@ class WindowedDecoder:
             needed = max(h.window_start(back) + w for h in self.active)
             if needed > store.length or len(self.active[0].tokens) >= self.token_budget(store.length):
                 return None  # wait for audio
-        rows = [self._row(h, store) for h in self.active]
-        inputs = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
         starts = [h.window_start(back) for h in self.active]
+        frames, keys, valid = store.windows(np.array(starts), w)
+        inputs = {"token": np.array([h.tokens[-1] if h.tokens else self.eos for h in self.active], np.int64),
+                  "h": np.stack([h.h for h in self.active]), "c": np.stack([h.c for h in self.active]),
+                  "att_prev": np.stack([shift_window(h.att, s - h.att_start) for h, s in zip(self.active, starts)]) * valid,
+                  "enc": frames, "keys": keys, "mask": np.where(valid, 0.0, MASK_VALUE).astype(np.float32)}
         lm_inputs = None
         if self.lm_weight > 0:
             lm_inputs = {"token": inputs["token"], "h": np.stack([h.lm_h for h in self.active]),
@@ -170,13 +173,6 @@ class WindowedDecoder:
         # the window end, not store.length: what has arrived depends on the chunking
         return StepRequest(inputs, starts, [min(s + w, store.length) for s in starts], store.ctc_logp(), ended,
                            lm_inputs)
-
-    def _row(self, hyp: Hyp, store: FrameStore) -> dict[str, np.ndarray]:
-        start = hyp.window_start(self.info.window_back)
-        frames, keys, valid = store.window(start, self.info.window_size)
-        return {"token": np.array(hyp.tokens[-1] if hyp.tokens else self.eos, np.int64),
-                "h": hyp.h, "c": hyp.c, "att_prev": shift_window(hyp.att, start - hyp.att_start) * valid,
-                "enc": frames, "keys": keys, "mask": np.where(valid, 0.0, MASK_VALUE).astype(np.float32)}
 
     def apply(self, request: StepRequest, outputs: dict[str, np.ndarray]) -> None:
         """Expand every active hypothesis with the graph's log-probs; keep the best `beam_size`.

@@ -107,7 +107,7 @@ class FrameStore:
 
     def append(self, out: EncoderOutput) -> None:
         n = len(out.frames)
-        while self.length + n > len(self._frames):  # amortized doubling
+        while self.length + n >= len(self._frames):  # amortized doubling; the last row stays zero
             self._frames = np.concatenate([self._frames, np.zeros_like(self._frames)])
             self._keys = np.concatenate([self._keys, np.zeros_like(self._keys)])
             self._ctc = np.concatenate([self._ctc, np.zeros_like(self._ctc)])
@@ -116,15 +116,13 @@ class FrameStore:
         self._ctc[self.length:self.length + n] = out.ctc_logp
         self.length += n
 
-    def window(self, start: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Frames [start, start + size) zero-padded outside [0, length): (W, D), (W, A), valid (W,) bool."""
-        idx = np.arange(start, start + size)
+    def windows(self, starts: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Frames [s, s + size) for each start s (K,), zero outside [0, length):
+        (K, W, D) frames, (K, W, A) keys, (K, W) valid bool."""
+        idx = starts[:, None] + np.arange(size)
         valid = (idx >= 0) & (idx < self.length)
-        frames = np.zeros((size, self._frames.shape[1]), np.float32)
-        keys = np.zeros((size, self._keys.shape[1]), np.float32)
-        frames[valid] = self._frames[idx[valid]]
-        keys[valid] = self._keys[idx[valid]]
-        return frames, keys, valid
+        idx = np.where(valid, idx, len(self._frames) - 1)  # the last buffer row is never filled: zeros
+        return self._frames[idx], self._keys[idx], valid
 
     def ctc_logp(self) -> np.ndarray:
         """(T', V) CTC log-probs of the whole segment so far (a view: valid until the next append)."""
