@@ -81,3 +81,17 @@ def test_incremental_extension_equals_one_pass(logp, steps):
     late = grown.child(2).child(2)
     np.testing.assert_allclose(late.scores(logp, BLANK, 6, np.array([1, 2]))[0],
                                b.scores(logp, BLANK, 6, np.array([1, 2]))[0])
+
+
+def test_a_hypothesis_holds_memory_linear_in_frames_plus_tokens():
+    """Long segments: each prefix keeps its frontier (L + 1) and two rows of history (T), not L x T."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(3000, 40))
+    logp = (x - np.log(np.exp(x).sum(1, keepdims=True))).astype(np.float32)
+    node = CtcPrefix()
+    for step in range(1, 601):  # 600 tokens, the window moving 5 frames per token
+        node = node.child(int(rng.integers(1, 40)))
+        node.scores(logp, BLANK, 5 * step, np.array([1, 2, 3]))
+    held = sum(a.nbytes for a in (node._front_n, node._front_b, node._hist_n, node._hist_b))
+    assert len(node._front_n) == 601
+    assert held <= 8 * (2 * 601 + 4 * 2 * (3000 + 1))  # frontier + two history columns (at most 2x spare)

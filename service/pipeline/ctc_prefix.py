@@ -13,10 +13,10 @@ Forward variables per prefix (Graves 2012, 7.3), log domain, t < T:
     r_n[t]: paths over frames [0, t] that emit exactly the prefix and end in its last token
     r_b[t]: the same, ending in blank
 Both recurrences have the form x[t] = logaddexp(x[t-1], a[t]) + p[t]. As the window
-moves, every prefix of the hypothesis needs the new frames, so each hypothesis keeps the
-variables of all its prefixes (a lattice, CtcPrefix) and advances them together: a few
-frames at a time with one vector operation over the prefixes per frame, many frames one
-prefix at a time in closed form (one cumulative sum and one logaddexp.accumulate).
+moves, every prefix of the hypothesis needs the new frames, so each hypothesis advances the
+variables of all its prefixes together (CtcPrefix): a few frames at a time with one vector
+operation over the prefixes per frame, many frames one prefix at a time in closed form (one
+cumulative sum and one logaddexp.accumulate).
 """
 from __future__ import annotations
 
@@ -41,25 +41,30 @@ def _recurrence(init: float, a: np.ndarray, p: np.ndarray) -> np.ndarray:
 
 
 class CtcPrefix:
-    """CTC forward variables of one prefix: its whole lattice, computed up to the frames asked for.
+    """CTC forward variables of one prefix (hypothesis), computed up to the frames asked for.
 
-    Row l of the lattice holds the forward variables of the prefix's first l tokens (row 0:
-    the empty prefix), frames in the first axis: r_n, r_b (cap, L + 1) float64. A child
-    copies its parent's lattice and adds one row, so extending to new frames is one vector
-    operation over all rows per frame, instead of one small recurrence per ancestor (the
-    decoder's window moves a few frames per step; the ancestors are as many as the tokens).
-    A long stretch of new frames (a segment end, a window jump) goes row by row in closed
-    form instead; either way the values depend only on the frames, never on the chunking.
+    Extending to new frames needs every shorter prefix too (row l: the first l tokens; row 0:
+    the empty prefix), but only at the latest frame: the frontier (L + 1,). The scores need
+    the full history of two rows only, this prefix's and its parent's: hist_n, hist_b
+    (1 + frames, 2) float64, where hist[t + 1] is frame t and hist[0] the state before frame 0.
+    So a hypothesis holds O(L + T) numbers, and a child copies its parent's frontier and last
+    history row and adds its own row. A few new frames (the window moves a few per step) go
+    frame by frame, one vector operation over all rows each; a long stretch (a segment end, a
+    window jump) goes row by row in closed form. Either way the values depend only on the
+    frames, never on the chunking.
     """
 
-    __slots__ = ("token", "labels", "_same", "_parent", "_rn", "_rb", "_n")
+    __slots__ = ("token", "labels", "_same", "_parent", "_front_n", "_front_b", "_hist_n", "_hist_b", "_n")
 
     def __init__(self) -> None:
         self.token = -1  # last token of the prefix; -1 for the empty prefix
         self.labels = np.zeros(0, np.int64)  # (L,) the prefix
         self._same = np.zeros(0, bool)  # (L,) token l repeats token l - 1: a blank must come between
-        self._parent: CtcPrefix | None = None  # until the lattice is built (lazily, on first use)
-        self._rn, self._rb = self._alloc(_HEADROOM, 1)
+        self._parent: CtcPrefix | None = None  # until built (lazily, on first use)
+        # before frame 0 only the empty prefix is complete: r_b = log 1
+        self._front_n, self._front_b = np.array([NEG_INF]), np.array([0.0])
+        self._hist_n, self._hist_b = self._alloc(_HEADROOM)
+        self._hist_n[0, 1], self._hist_b[0, 1] = NEG_INF, 0.0
         self._n = 0  # frames computed
 
     @property
@@ -69,12 +74,12 @@ class CtcPrefix:
     @property
     def r_n(self) -> np.ndarray:
         """(n,) log prob of frames [0, t] emitting exactly this prefix, ending in its last token."""
-        return self._rn[: self._n, -1]
+        return self._hist_n[1: self._n + 1, 1]
 
     @property
     def r_b(self) -> np.ndarray:
         """(n,) the same, ending in blank."""
-        return self._rb[: self._n, -1]
+        return self._hist_b[1: self._n + 1, 1]
 
     def child(self, token: int) -> "CtcPrefix":
         node = CtcPrefix.__new__(CtcPrefix)
@@ -82,13 +87,12 @@ class CtcPrefix:
         node.labels = np.append(self.labels, token)
         node._same = np.append(self._same, token == self.token)
         node._parent = self
-        node._rn = node._rb = None
         node._n = 0
         return node
 
     def extend(self, logp: np.ndarray, blank: int, n: int) -> None:
         """Forward variables up to frame n. logp (T, V) CTC log-probs of the segment, T >= n."""
-        if self._rn is None:
+        if self._parent is not None:
             self._build(logp, blank)
         t0 = self._n
         if n <= t0:
@@ -96,97 +100,100 @@ class CtcPrefix:
         self._reserve(n)
         lp_tok = logp[t0:n][:, self.labels].astype(np.float64)  # (d, L)
         lp_blank = logp[t0:n, blank].astype(np.float64)  # (d,)
-        if n - t0 > self._rn.shape[1]:
+        if n - t0 > len(self._front_n):
             self._extend_rows(t0, n, lp_tok, lp_blank)
         else:
             self._extend_frames(t0, n, lp_tok, lp_blank)
         self._n = n
 
     def _build(self, logp: np.ndarray, blank: int) -> None:
-        """The lattice from the parent's: its rows over the frames it has, plus this prefix's row."""
+        """From the parent, at the frames it has: its frontier plus this prefix's row; its own
+        row's history becomes this node's parent column."""
         parent = self._parent
-        if parent._rn is None:
+        if parent._parent is not None:
             parent._build(logp, blank)
-        n, rows = parent._n, len(self.labels) + 1
-        self._rn, self._rb = self._alloc(n + _HEADROOM, rows)  # the next step extends by a few frames
-        self._rn[:n, :-1] = parent._rn[:n]
-        self._rb[:n, :-1] = parent._rb[:n]
-        self._n = 0
+        n = parent._n
+        self._hist_n, self._hist_b = self._alloc(n + _HEADROOM)  # the next step extends by a few frames
+        self._hist_n[: n + 1, 0] = parent._hist_n[: n + 1, 1]
+        self._hist_b[: n + 1, 0] = parent._hist_b[: n + 1, 1]
+        own_n, own_b = self._hist_n[:, 1], self._hist_b[:, 1]
+        own_n[0] = own_b[0] = NEG_INF  # a token needs a frame
         if n:
-            self._extend_row(rows - 1, 0, n, logp[:n, self.token].astype(np.float64),
-                             logp[:n, blank].astype(np.float64))
+            own_n[1: n + 1] = _recurrence(NEG_INF, self._ready(0, 0, n, bool(self._same[-1])),
+                                          logp[:n, self.token].astype(np.float64))
+            own_b[1: n + 1] = _recurrence(NEG_INF, own_n[:n], logp[:n, blank].astype(np.float64))
+        self._front_n = np.append(parent._front_n, own_n[n])
+        self._front_b = np.append(parent._front_b, own_b[n])
         self._n = n
-        self._parent = None  # the copy is all this node needs
+        self._parent = None  # all this node needs is copied
 
     @staticmethod
-    def _alloc(cap: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
-        """Uninitialized (cap, rows) r_n, r_b; only r_n of the empty prefix (row 0) is preset: never a token."""
-        rn, rb = np.empty((cap, rows)), np.empty((cap, rows))
-        rn[:, 0] = NEG_INF
-        return rn, rb
+    def _alloc(frames: int) -> tuple[np.ndarray, np.ndarray]:
+        """Uninitialized (1 + frames, 2) histories (column 0: the parent's row, 1: this prefix's);
+        the root has no parent row: that column stays -inf."""
+        hist_n, hist_b = np.empty((frames + 1, 2)), np.empty((frames + 1, 2))
+        hist_n[:, 0] = hist_b[:, 0] = NEG_INF
+        return hist_n, hist_b
 
     def _reserve(self, n: int) -> None:
-        if n > len(self._rn):
-            rn, rb = self._alloc(max(n + _HEADROOM, 2 * len(self._rn)), self._rn.shape[1])
-            rn[: self._n], rb[: self._n] = self._rn[: self._n], self._rb[: self._n]
-            self._rn, self._rb = rn, rb
+        if n + 1 > len(self._hist_n):
+            hist_n, hist_b = self._alloc(max(n + _HEADROOM, 2 * len(self._hist_n)))
+            hist_n[: self._n + 1], hist_b[: self._n + 1] = self._hist_n[: self._n + 1], self._hist_b[: self._n + 1]
+            self._hist_n, self._hist_b = hist_n, hist_b
 
     def _extend_frames(self, t0: int, n: int, lp_tok: np.ndarray, lp_blank: np.ndarray) -> None:
-        """Frame by frame, all rows at once: r[t] from r[t - 1]."""
-        rn, rb, same = self._rn, self._rb, self._same
+        """Frame by frame, all rows at once: the frontier at t from the frontier at t - 1."""
+        prev_n, prev_b, same = self._front_n, self._front_b, self._same
+        k = min(len(prev_n), 2)  # history columns held (the root has no parent row)
         for t in range(t0, n):
-            if t == 0:
-                prev_n = np.full(rn.shape[1], NEG_INF)
-                prev_b = prev_n.copy()
-                prev_b[0] = 0.0  # before any frame only the empty prefix is complete
-            else:
-                prev_n, prev_b = rn[t - 1], rb[t - 1]
             ready = np.where(same, prev_b[:-1], np.logaddexp(prev_n[:-1], prev_b[:-1]))
-            rn[t, 1:] = np.logaddexp(prev_n[1:], ready) + lp_tok[t - t0]
-            rb[t] = np.logaddexp(prev_b, prev_n) + lp_blank[t - t0]
+            new_n = np.empty_like(prev_n)
+            new_n[0] = NEG_INF
+            new_n[1:] = np.logaddexp(prev_n[1:], ready) + lp_tok[t - t0]
+            prev_b = np.logaddexp(prev_b, prev_n) + lp_blank[t - t0]
+            prev_n = new_n
+            self._hist_n[t + 1, 2 - k:] = prev_n[-k:]
+            self._hist_b[t + 1, 2 - k:] = prev_b[-k:]
+        self._front_n, self._front_b = prev_n, prev_b
 
     def _extend_rows(self, t0: int, n: int, lp_tok: np.ndarray, lp_blank: np.ndarray) -> None:
-        """Row by row, each in closed form over frames [t0, n)."""
-        for row in range(self._rn.shape[1]):
-            self._extend_row(row, t0, n, lp_tok[:, row - 1] if row else None, lp_blank)
+        """Row by row, each in closed form over frames [t0, n); only the row above is kept."""
+        rows = len(self._front_n)
+        front_n, front_b = np.empty(rows), np.empty(rows)
+        row_n = row_b = None
+        for row in range(rows):
+            if row == 0:  # the empty prefix: only blanks, never ends in a token
+                row_n, row_b = np.full(n - t0, NEG_INF), self._front_b[0] + np.cumsum(lp_blank)
+            else:
+                # readiness of the row above at t - 1, for t in [t0, n)
+                above_n = np.concatenate([[self._front_n[row - 1]], row_n[:-1]])
+                above_b = np.concatenate([[self._front_b[row - 1]], row_b[:-1]])
+                entry = above_b if self._same[row - 1] else np.logaddexp(above_n, above_b)
+                row_n = _recurrence(self._front_n[row], entry, lp_tok[:, row - 1])
+                row_b = _recurrence(self._front_b[row], np.concatenate([[self._front_n[row]], row_n[:-1]]), lp_blank)
+            if row >= rows - 2:  # the parent's row (column 0) and this prefix's (column 1)
+                col = 1 - (rows - 1 - row)
+                self._hist_n[t0 + 1: n + 1, col], self._hist_b[t0 + 1: n + 1, col] = row_n, row_b
+            front_n[row], front_b[row] = row_n[-1], row_b[-1]
+        self._front_n, self._front_b = front_n, front_b
 
-    def _extend_row(self, row: int, t0: int, n: int, lp_tok: np.ndarray | None, lp_blank: np.ndarray) -> None:
-        """Row `row` over frames [t0, n); rows above it must already reach n - 1."""
-        rn, rb = self._rn[:, row], self._rb[:, row]
-        if row == 0:  # only blanks so far
-            rb[t0:n] = (rb[t0 - 1] if t0 else 0.0) + np.cumsum(lp_blank)
-            return
-        prev_n = rn[t0 - 1] if t0 else NEG_INF
-        new_n = _recurrence(prev_n, self._ready(row - 1, t0, n, bool(self._same[row - 1])), lp_tok)
-        rn[t0:n] = new_n
-        n_before = np.concatenate([[prev_n], new_n[:-1]])
-        rb[t0:n] = _recurrence(rb[t0 - 1] if t0 else NEG_INF, n_before, lp_blank)
-
-    def _ready(self, row: int, lo: int, hi: int, repeat: bool) -> np.ndarray:
-        """log prob that the prefix of `row` tokens is complete at frame t - 1, for t in [lo, hi).
-
-        `repeat`: the next token equals that prefix's last one, so a blank must come in
-        between (only r_b counts). At t = 0 only the empty prefix is complete (probability 1).
-        """
-        out = np.empty(hi - lo)
-        first = 0
-        if lo == 0:
-            out[0] = 0.0 if row == 0 else NEG_INF
-            first = 1
-        rb = self._rb[lo + first - 1: hi - 1, row]
-        out[first:] = rb if repeat else np.logaddexp(self._rn[lo + first - 1: hi - 1, row], rb)
-        return out
+    def _ready(self, col: int, lo: int, hi: int, repeat: bool) -> np.ndarray:
+        """log prob that the prefix of history column `col` (0: parent, 1: this) is complete at
+        frame t - 1, for t in [lo, hi). `repeat`: the next token equals that prefix's last one,
+        so a blank must come in between (only r_b counts)."""
+        rb = self._hist_b[lo:hi, col]
+        return rb.copy() if repeat else np.logaddexp(self._hist_n[lo:hi, col], rb)
 
     def entry(self, lo: int, hi: int, repeat: bool) -> np.ndarray:
         """log prob of being ready to emit a next token after this prefix, at frame t - 1, for t in [lo, hi)."""
-        return self._ready(len(self.labels), lo, hi, repeat)
+        return self._ready(1, lo, hi, repeat)
 
     def prefix_score(self, logp: np.ndarray, blank: int, n: int) -> float:
         """log psi(self, n): the CTC output of frames [0, n) starts with this prefix."""
         if self.is_root:
             return 0.0
         self.extend(logp, blank, n)
-        ready = self._ready(len(self.labels) - 1, 0, n, bool(self._same[-1]))
+        ready = self._ready(0, 0, n, bool(self._same[-1]))
         return float(np.logaddexp.reduce(ready + logp[:n, self.token]))
 
     def scores(self, logp: np.ndarray, blank: int, n: int, tokens: np.ndarray) -> tuple[np.ndarray, float]:
