@@ -115,8 +115,10 @@ def main() -> None:
     if args.int8_dir:
         rec8 = Recognizer(args.int8_dir, inference_threads=1, lm_weight=args.lm_weight)
         t0 = time.perf_counter()
-        report["windowed_offline_int8"] = score(refs, [windowed_offline(rec8, a, options) for a in audios])
+        options8 = dataclasses.replace(options, lm_weight=rec8.lm_weight)
+        report["windowed_offline_int8"] = score(refs, [windowed_offline(rec8, a, options8) for a in audios])
         report["windowed_offline_int8"]["rtf_1thread"] = round((time.perf_counter() - t0) / (hours * 3600), 4)
+        report["windowed_offline_int8"]["lm_weight"] = rec8.lm_weight  # 0 unless the int8 folder has an lm.onnx
     print(json.dumps(report, indent=2))
     if args.json_out:
         args.json_out.write_text(json.dumps(report, indent=2))

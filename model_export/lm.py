@@ -128,10 +128,13 @@ def train(args: argparse.Namespace) -> Path:
     torch.manual_seed(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     bpe = BpeEncoder(args.bpe)
-    held_out = sorted({json.loads(line)["text"] for m in args.exclude_text for line in m.read_text().splitlines()})
+    held_out = sorted({text_sources.normalize(json.loads(line)["text"])
+                       for m in args.exclude_text for line in m.read_text().splitlines() if line.strip()})
     texts = sentences(args.text, frozenset(held_out), () if args.no_builtin_text else (0, 99))
     seqs = [s for s in (bpe.encode(t) for t in texts) if s]
     dev = [s for s in (bpe.encode(t) for t in held_out) if s]
+    if not seqs:
+        raise SystemExit("no training text: every sentence is empty or held out (--text, --exclude-text)")
     lm = TokenLM(len(bpe.vocab), args.embed, args.hidden)
     opt = torch.optim.Adam(lm.parameters(), lr=args.lr)
     step, epoch, pos = resume(args.out, lm, opt, prefix="lm")

@@ -61,7 +61,7 @@ def test_an_lm_of_another_vocabulary_is_refused(tmp_path):
         LmGraph(create_session(path), tuple(VOCAB[:-1]) + ("x",))
 
 
-def test_training_learns_the_text_and_resumes(tmp_path):
+def test_training_learns_the_text_and_resumes(tmp_path, caplog):
     """A domain LM from --text alone: held-out perplexity falls far below the vocabulary size;
     a rerun with more steps resumes from the last checkpoint."""
     rng = np.random.default_rng(0)
@@ -79,7 +79,9 @@ def test_training_learns_the_text_and_resumes(tmp_path):
             "--batch-tokens", "400", "--ckpt-every", "20", "--lr", "1e-2", "--warmup", "5", "--embed", "32", "--hidden", "48"]
     lm_train.train(lm_train.parse_args(base + ["--steps", "20"]))
     assert (tmp_path / "run" / "lm-20.pt").is_file()
+    caplog.set_level("INFO", logger="train")
     final = lm_train.train(lm_train.parse_args(base + ["--steps", "60"]))
+    assert any("resumed from" in r.getMessage() and "lm-20.pt" in r.getMessage() for r in caplog.records)
     summary = torch.load(final, weights_only=False)["summary"]
     assert summary["steps"] == 60 and summary["sentences"] == 300
     assert summary["held_out_perplexity"] < 8.0  # unseen sentences of the same grammar; guessing: ~256 pieces

@@ -58,6 +58,7 @@ class DecodeOptions:
     ctc_weight: float | None = None  # joint CTC/attention scoring; 0: attention only; None: the service default
     ctc_candidates: int = 8  # attention's top tokens per hypothesis that CTC rescores
     lm_weight: float | None = None  # shallow fusion with the model's LM; 0: off; None: the service default
+    # (Recognizer.new_segment resolves None, as for ctc_weight; a bare WindowedDecoder reads None as 0)
 
 
 @dataclass
@@ -75,7 +76,7 @@ class Hyp:
     finished: bool = False
     score: float = 0.0  # ranking score: sum of attention log-probs, or of joint scores with CTC
     ctc: CtcPrefix | None = None  # CTC forward variables of `tokens` (joint decoding only)
-    lm_h: np.ndarray | None = None  # (lm_hidden,) LM state after `tokens` (with an LM only)
+    lm_h: np.ndarray | None = None  # (lm_hidden,) LM state after <sos> + tokens[:-1]; the next step feeds tokens[-1]
     lm_c: np.ndarray | None = None
 
     def ranking(self, length_norm: bool) -> float:
