@@ -1,0 +1,72 @@
+"""Decoder CPU alone: windowed joint CTC/attention decoding over encoded dev speech, one thread.
+
+    .venv/bin/python -m bench.decoder_rtf                        # 48 dev utterances, beams 4 and 1
+    .venv/bin/python -m bench.decoder_rtf --group 8              # 8 utterances per segment (~27 s)
+
+The speech is encoded once (not timed); then every segment is decoded offline
+(service/pipeline/decoder.py, as the service decodes it) and the process CPU time is
+divided by the audio seconds. This isolates what the decoding rule costs (ONNX decoder
+steps, CTC prefix scores, beam bookkeeping) from features, encoder and serving.
+
+To compare two versions of the decoder, run it in both checkouts, alternating, on the
+same machine (``git worktree add ../base REV``; the machines are noisy, so read the
+ratio of runs made side by side). It also prints a digest of the decoded tokens: two
+versions that should decode identically must print the same digest.
+
+Needs the dev set: ``python -m model_export.corpus --out data/corpus --train-utts 24000
+--dev-utts 600 --only dev`` (30 s).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import ROOT, default_model_dir, machine_report, require_model
+from service.pipeline.decoder import DecodeOptions, decode_offline
+from service.pipeline.encoder import encode_offline
+
+DEFAULT_MANIFEST = ROOT / "data" / "corpus" / "dev.jsonl"
+GAP_S = 0.3  # silence between utterances joined into one segment
+
+
+def main(argv: list[str] | None = None) -> int:
+    from model_export.data import load_audio, read_manifest  # soundfile: a [train] dependency
+    from service.recognizer import Recognizer
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST)
+    p.add_argument("--model-dir", type=Path, default=default_model_dir())
+    p.add_argument("--limit", type=int, default=48, help="dev utterances")
+    p.add_argument("--group", type=int, default=1, help="utterances joined into one segment")
+    p.add_argument("--beams", default="4,1")
+    p.add_argument("--ctc-weight", type=float, default=0.3)
+    args = p.parse_args(argv)
+    if not args.manifest.is_file():
+        raise SystemExit(f"no dev set at {args.manifest}: see this module's docstring")
+    rec = Recognizer(require_model(args.model_dir), inference_threads=1, lm_weight=0.0)
+    audios = [load_audio(u.path) for u in read_manifest(args.manifest)[: args.limit]]
+    gap = np.zeros(int(GAP_S * 16000), np.float32)
+    segments = [np.concatenate([x for a in audios[i:i + args.group] for x in (a, gap)])
+                for i in range(0, len(audios), args.group)]
+    stores = [encode_offline(rec.encoder, s, rec.chunk_frames) for s in segments]
+    audio_s = sum(s.length for s in stores) * rec.info.frame_shift_s
+    print(machine_report())
+    print(f"{len(segments)} segments of {args.group} utterance(s), {audio_s:.0f} s of audio, model {rec.info.version}")
+    for beam in [int(b) for b in args.beams.split(",")]:
+        options = DecodeOptions(beam_size=beam, ctc_weight=args.ctc_weight)
+        digest = hashlib.sha256()
+        started = time.process_time()
+        for store in stores:
+            for hyp in decode_offline(rec.decoder, rec.info, store, options).nbest():
+                digest.update(np.asarray(hyp.tokens, np.int64).tobytes())
+        cpu = time.process_time() - started
+        print(f"beam {beam}: decoder RTF {cpu / audio_s:.4f} ({cpu:.2f} CPU s), tokens digest {digest.hexdigest()[:12]}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
