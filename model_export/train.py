@@ -271,8 +271,8 @@ def train(args: argparse.Namespace) -> Path:
     model = build_model(args, tok)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-6)
     step, epoch, pos = resume(args.out, model, opt)
-    if step:
-        pass  # resumed: weights, statistics and optimizer come from the checkpoint
+    if step:  # resumed: weights, statistics and optimizer come from the checkpoint
+        log.info("continuing at step %d", step)
     elif args.init_from:
         missing, unexpected = model.load_state_dict(
             torch.load(args.init_from, map_location="cpu", weights_only=False)["model"], strict=False)

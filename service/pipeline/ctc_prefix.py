@@ -180,9 +180,9 @@ class CtcPrefix:
     def _ready(self, col: int, lo: int, hi: int, repeat: bool) -> np.ndarray:
         """log prob that the prefix of history column `col` (0: parent, 1: this) is complete at
         frame t - 1, for t in [lo, hi). `repeat`: the next token equals that prefix's last one,
-        so a blank must come in between (only r_b counts)."""
+        so a blank must come in between (only r_b counts). May be a view: callers do not write to it."""
         rb = self._hist_b[lo:hi, col]
-        return rb.copy() if repeat else np.logaddexp(self._hist_n[lo:hi, col], rb)
+        return rb if repeat else np.logaddexp(self._hist_n[lo:hi, col], rb)
 
     def entry(self, lo: int, hi: int, repeat: bool) -> np.ndarray:
         """log prob of being ready to emit a next token after this prefix, at frame t - 1, for t in [lo, hi)."""
