@@ -99,6 +99,43 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its live descendants (a supervisor's worker processes: STT_WORKERS > 1)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # exited meanwhile
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(todo.pop())
+        todo += children.get(tree[-1], [])
+    return tree
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of the process and its live descendants."""
+    total = 0.0
+    for p in process_tree(pid):
+        try:
+            total += cpu_seconds(p)
+        except (OSError, ProcessLookupError):
+            pass
+    return total
+
+
+def tree_rss_bytes(pid: int) -> int:
+    total = 0
+    for p in process_tree(pid):
+        try:
+            total += rss_bytes(p)
+        except (OSError, ProcessLookupError):
+            pass
+    return total
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of the process (all threads)."""
     try:
@@ -121,7 +158,8 @@ class Sample:
 
 @dataclass
 class ProcessSampler:
-    """Samples a process's CPU % and RSS every ``interval_s`` in a background thread."""
+    """Samples the CPU % and RSS of a process and its descendants (workers) every ``interval_s``
+    in a background thread. A worker that exits between samples makes that sample's CPU low."""
 
     pid: int
     interval_s: float = 0.5
@@ -141,18 +179,18 @@ class ProcessSampler:
 
     def _run(self) -> None:
         start = last_t = time.monotonic()
-        last_cpu = cpu_seconds(self.pid)
+        last_cpu = tree_cpu_seconds(self.pid)
         while not self._stop.wait(self.interval_s):
-            now, cpu = time.monotonic(), cpu_seconds(self.pid)
+            now, cpu = time.monotonic(), tree_cpu_seconds(self.pid)
             self.samples.append(Sample(now - start, 100.0 * (cpu - last_cpu) / max(now - last_t, 1e-9),
-                                       rss_bytes(self.pid)))
+                                       tree_rss_bytes(self.pid)))
             last_t, last_cpu = now, cpu
 
     def mean_cpu(self) -> float:
         return float(np.mean([s.cpu_percent for s in self.samples])) if self.samples else float("nan")
 
     def max_rss(self) -> int:
-        return max((s.rss for s in self.samples), default=rss_bytes(self.pid))
+        return max((s.rss for s in self.samples), default=tree_rss_bytes(self.pid))
 
 
 # --- the server ---------------------------------------------------------------------------------------
@@ -162,6 +200,19 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _flags(args: list[str]) -> dict[str, str]:
+    """``--name value`` / ``--name=value`` server flags -> {name_with_underscores: value}."""
+    out, i = {}, 0
+    while i < len(args):
+        if args[i].startswith("--"):
+            name, _, value = args[i][2:].partition("=")
+            if not value and i + 1 < len(args):
+                i, value = i + 1, args[i + 1]
+            out[name.replace("-", "_")] = value
+        i += 1
+    return out
 
 
 class ServerProcess:
@@ -181,6 +232,11 @@ class ServerProcess:
         )
         self.pid = self.process.pid
         self._wait_serving(startup_timeout_s)
+        workers = int(_flags(extra_args or []).get("workers", (env or {}).get("STT_WORKERS", 1)))
+        while workers > 1 and self.metric("stt_workers_serving") < workers:  # health answered from one of them
+            if time.monotonic() - started > startup_timeout_s:
+                raise TimeoutError(f"not all {workers} workers started")
+            time.sleep(0.02)
         self.startup_s = time.monotonic() - started
 
     def _wait_serving(self, timeout_s: float) -> None:

@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.load                                  # ramp 1..150 streams, bundled model
     .venv/bin/python -m bench.load --streams 1,2 --seconds 8        # a quick check
+    .venv/bin/python -m bench.load --server-arg=--workers=2         # two worker processes (STT_WORKERS)
 
 Starts ``python -m service`` itself, then for each level N runs N StreamingRecognize
 clients (grpc.aio, one asyncio process) that send espeak-ng speech at real-time pace
@@ -15,7 +16,7 @@ in ``--chunk-ms`` messages with interim results on. Per stream:
 - kept up: the client never fell more than one chunk behind real time (gRPC flow
   control pushes back on a server that does not read) and no RPC error.
 
-The server's CPU % (of one core) and RSS are sampled from /proc meanwhile. Prints a
+The server's CPU % (of one core; all its processes) and RSS are sampled from /proc meanwhile. Prints a
 table, the most streams with p95 partial latency <= ``--target-ms`` and every stream
 kept up, and writes a PNG plot and a JSON file.
 """
@@ -141,7 +142,10 @@ async def run_stream(stub: stt_pb2_grpc.SpeechStub, pcm: bytes, utterances: list
 async def run_level(address: str, n: int, audio: list[tuple[bytes, list[Utterance]]], chunk_ms: int,
                     end_silence_ms: int) -> list[StreamStats]:
     rng = random.Random(n)
-    channels = [grpc.aio.insecure_channel(address) for _ in range(min(n, 8))]  # a few HTTP/2 connections
+    # A few HTTP/2 connections, each its own (a local subchannel pool): with STT_WORKERS > 1 the
+    # kernel spreads connections, not streams, over the worker processes.
+    channels = [grpc.aio.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
+                for _ in range(min(n, 16))]
     try:
         tasks = [
             run_stream(stt_pb2_grpc.SpeechStub(channels[i % len(channels)]), *audio[i % len(audio)], chunk_ms,

@@ -5,6 +5,7 @@
 Every flag has an STT_* environment variable of the same name (service/config.py).
 The gRPC port answers health checks (NOT_SERVING) while the model loads;
 SIGTERM or SIGINT drains: in-flight streams get STT_DRAIN_GRACE_SECONDS.
+With STT_WORKERS > 1 a supervisor runs that many such processes on the port (service/workers.py).
 Exit status: 0 after a drain, 1 when the model fails to load, 2 on bad settings.
 """
 from __future__ import annotations
@@ -14,10 +15,14 @@ import logging
 import signal
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from service.config import Settings, SettingsError, load_settings
 from service.logs import configure_logging
 from service.server import SttServer
+
+if TYPE_CHECKING:
+    from service.workers import WorkerContext
 
 log = logging.getLogger("service")
 
@@ -46,13 +51,13 @@ async def _first(*aws: asyncio.Future) -> None:
     await asyncio.wait(aws, return_when=asyncio.FIRST_COMPLETED)
 
 
-async def serve(settings: Settings) -> int:
-    """Run until SIGTERM/SIGINT; returns the process exit status."""
+async def serve(settings: Settings, worker: WorkerContext | None = None) -> int:
+    """Run until SIGTERM/SIGINT (a worker: SIGTERM from its supervisor); returns the exit status."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM,) if worker else (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    server = SttServer(settings)
+    server = SttServer(settings, worker.slots if worker else None, serve_metrics=worker is None)
     await server.start()
     started = time.monotonic()
     loading = loop.run_in_executor(None, load_recognizer, settings)
@@ -70,6 +75,8 @@ async def serve(settings: Settings) -> int:
         return 1
     log.info("model loaded", extra={"model_dir": str(settings.model_dir), "load_s": round(time.monotonic() - started, 3)})
     await server.set_engine(recognizer)
+    if worker:
+        worker.ready.set()
     await stopping
     try:
         await server.drain()
@@ -85,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stt-server: invalid settings:\n{err}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
+    if settings.workers > 1:
+        from service.workers import Supervisor
+
+        return Supervisor(settings).run()
     return asyncio.run(serve(settings))
 
 

@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     port: int = Field(50051, ge=0, le=65535, description="gRPC port (0: any free port)")
     metrics_port: int = Field(9090, ge=0, le=65535, description="Prometheus /metrics HTTP port (0: any free port)")
 
+    # Processes.
+    workers: int = Field(1, ge=1, le=64,
+                         description="server processes sharing the port (SO_REUSEPORT); about one per CPU core")
+
     # Model and inference.
     model_dir: pathlib.Path = Field(BUNDLED_MODEL_DIR, description="folder with encoder.onnx, decoder.onnx and tokenizer")
     inference_threads: int = Field(2, ge=1, le=256, description="ONNX Runtime worker threads")

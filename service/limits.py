@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from service import metrics
 from service.errors import AtCapacity, AudioTimeout, NotReady, StreamTooLong
@@ -19,11 +19,24 @@ from service.errors import AtCapacity, AudioTimeout, NotReady, StreamTooLong
 T = TypeVar("T")
 
 
-class Admission:
-    """Counts running recognition RPCs; one per server, used from the event loop only."""
+class SlotPool(Protocol):
+    """Stream slots shared by the worker processes of one server (service/workers.py)."""
 
-    def __init__(self, max_streams: int) -> None:
+    def try_acquire(self, max_streams: int) -> bool: ...
+
+    def release(self) -> None: ...
+
+
+class Admission:
+    """Counts running recognition RPCs; one per server process, used from the event loop only.
+
+    With ``pool`` (several worker processes), ``max_streams`` bounds the streams of all
+    workers together; ``active`` still counts this process's own.
+    """
+
+    def __init__(self, max_streams: int, pool: SlotPool | None = None) -> None:
         self.max_streams = max_streams
+        self.pool = pool
         self.active = 0
         self.ready = False  # set once the model is loaded
         self.draining = False  # set on SIGTERM
@@ -39,7 +52,8 @@ class Admission:
         if not self.ready:
             metrics.REJECTED_STREAMS_TOTAL.labels(reason="loading").inc()
             raise NotReady("the model is still loading; retry shortly")
-        if self.active >= self.max_streams:
+        full = not self.pool.try_acquire(self.max_streams) if self.pool else self.active >= self.max_streams
+        if full:
             metrics.REJECTED_STREAMS_TOTAL.labels(reason="capacity").inc()
             raise AtCapacity(f"the server is at capacity ({self.max_streams} concurrent streams); retry later")
         self.active += 1
@@ -49,6 +63,8 @@ class Admission:
         finally:
             self.active -= 1
             metrics.ACTIVE_STREAMS.dec()
+            if self.pool:
+                self.pool.release()
 
 
 async def read_requests(requests: AsyncIterator[T], idle_timeout_s: float, max_seconds: float) -> AsyncIterator[T]:

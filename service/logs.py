@@ -38,10 +38,25 @@ class TextFormatter(logging.Formatter):
         return line + (" " + " ".join(f"{k}={v}" for k, v in extra.items()) if extra else "")
 
 
-def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
-    """Route the root logger to stderr in the chosen format (replaces existing handlers)."""
+class _StaticFields(logging.Filter):
+    def __init__(self, fields: dict[str, object]) -> None:
+        super().__init__()
+        self.fields = fields
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in self.fields.items():
+            setattr(record, key, value)
+        return True
+
+
+def configure_logging(level: str = "INFO", fmt: str = "json", fields: dict[str, object] | None = None) -> None:
+    """Route the root logger to stderr in the chosen format (replaces existing handlers).
+
+    ``fields`` go on every line (a worker process adds ``worker``: its index)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    if fields:
+        handler.addFilter(_StaticFields(fields))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -5,9 +5,12 @@ Names follow docs/ARCHITECTURE.md; the deployment's alerts and dashboard use the
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from http.server import ThreadingHTTPServer
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 # Latency buckets in seconds: partial/final results are expected within tens to hundreds of ms.
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0)
@@ -16,8 +19,12 @@ _RTF_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 _INFERENCE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
-ACTIVE_STREAMS = Gauge("stt_active_streams", "Recognition RPCs in progress (streaming and unary).")
-MAX_STREAMS = Gauge("stt_max_streams", "Configured capacity: the most concurrent recognition RPCs.")
+# multiprocess_mode applies with STT_WORKERS > 1 (service/workers.py): the supervisor sums the
+# workers' files; "livesum" drops a worker that died, "max" reports the one configured value.
+ACTIVE_STREAMS = Gauge("stt_active_streams", "Recognition RPCs in progress (streaming and unary).",
+                       multiprocess_mode="livesum")
+MAX_STREAMS = Gauge("stt_max_streams", "Configured capacity: the most concurrent recognition RPCs.",
+                    multiprocess_mode="max")
 STREAMS_TOTAL = Counter(
     "stt_streams_total",
     "Recognition RPCs finished, by outcome (ok, error, cancelled) and gRPC status code.",
@@ -66,3 +73,34 @@ def serve_metrics(port: int, host: str = "0.0.0.0", registry: CollectorRegistry 
     """Serve /metrics over HTTP from a daemon thread; port 0 picks a free one (see ``server_port``)."""
     server, _thread = start_http_server(port, addr=host, registry=registry)
     return server
+
+
+class WorkersServing(Collector):
+    """``stt_workers_serving``: worker processes that loaded the model and take streams
+    (STT_WORKERS > 1 only; the supervisor's own gauge, read when scraped)."""
+
+    def __init__(self, count: Callable[[], int]) -> None:
+        self._count = count
+
+    def collect(self):
+        yield GaugeMetricFamily("stt_workers_serving", "Worker processes serving (STT_WORKERS > 1).",
+                                value=self._count())
+
+
+def serve_multiprocess_metrics(port: int, host: str, directory: str, serving: Callable[[], int]) -> ThreadingHTTPServer:
+    """/metrics of all worker processes: the files they write under ``directory``
+    (PROMETHEUS_MULTIPROC_DIR), summed per metric by each metric's multiprocess_mode,
+    plus ``stt_workers_serving`` from ``serving()``."""
+    from prometheus_client import multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=directory)
+    registry.register(WorkersServing(serving))
+    return serve_metrics(port, host, registry)
+
+
+def forget_process(pid: int, directory: str) -> None:
+    """A worker exited: drop its live gauges (its counters and histograms stay counted)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid, path=directory)

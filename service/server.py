@@ -21,7 +21,7 @@ from grpc_reflection.v1alpha import reflection
 from service import metrics
 from service.config import Settings
 from service.errors import ErrorMappingInterceptor
-from service.limits import Admission
+from service.limits import Admission, SlotPool
 from service.servicer import GOOGLE_SERVICE_NAME, SERVICE_NAME, SpeechServicer, StreamLimits, method_handlers
 from service.session import RecognitionEngine
 
@@ -88,11 +88,18 @@ def _server_credentials(settings: Settings) -> grpc.ServerCredentials:
 
 
 class SttServer:
-    """One process's gRPC server and metrics endpoint."""
+    """One process's gRPC server and metrics endpoint.
 
-    def __init__(self, settings: Settings) -> None:
+    As one of several worker processes (service/workers.py): ``slots`` shares the stream
+    limit with the other workers, the port is shared (SO_REUSEPORT) and the supervisor
+    serves /metrics (``serve_metrics=False``).
+    """
+
+    def __init__(self, settings: Settings, slots: SlotPool | None = None, serve_metrics: bool = True) -> None:
         self.settings = settings
-        self.admission = Admission(settings.max_streams)
+        self.admission = Admission(settings.max_streams, slots)
+        self._shared_port = slots is not None
+        self._serve_metrics = serve_metrics
         limits = StreamLimits(settings.max_stream_seconds, settings.idle_timeout_seconds)
         self.servicer = SpeechServicer(self.admission, limits)
         self.health = health.aio.HealthServicer()
@@ -110,7 +117,8 @@ class SttServer:
             interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", self.settings.max_message_bytes),
-                ("grpc.so_reuseport", 0),
+                # Alone, a second server on the port must fail to bind; workers share it.
+                ("grpc.so_reuseport", 1 if self._shared_port else 0),
             ],
         )
         handlers = method_handlers(self.servicer)
@@ -136,8 +144,9 @@ class SttServer:
         if self.port == 0:
             raise OSError(f"cannot bind the gRPC port {address}")
         await self._server.start()
-        self._metrics_http = metrics.serve_metrics(self.settings.metrics_port, self.settings.host)
-        self.metrics_port = self._metrics_http.server_port
+        if self._serve_metrics:
+            self._metrics_http = metrics.serve_metrics(self.settings.metrics_port, self.settings.host)
+            self.metrics_port = self._metrics_http.server_port
         log.info(
             "server started",
             extra={"port": self.port, "metrics_port": self.metrics_port, "tls": self.settings.tls_enabled,

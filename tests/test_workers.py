@@ -1,0 +1,218 @@
+"""STT_WORKERS > 1: one port served by several worker processes under a supervisor.
+
+Real processes (`python -m service --workers 2`), real clients, one connection per
+stream so the kernel's SO_REUSEPORT balancing has connections to spread.
+"""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from service.proto.stt.v1 import stt_pb2_grpc
+from tests.server_harness import final_texts, free_port, speech_audio, stream_requests
+from tests.test_end_to_end import wait_serving
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKERS = 2
+
+
+@pytest.fixture(scope="module")
+def audio() -> np.ndarray:
+    return speech_audio()
+
+
+def start(model_dir: Path, log_path: Path, *flags: str, grace_s: float = 20.0) -> tuple[subprocess.Popen, int, int]:
+    port, metrics_port = free_port(), free_port()
+    env = {**os.environ, "STT_HOST": "127.0.0.1", "STT_DRAIN_GRACE_SECONDS": str(grace_s), "STT_LOG_FORMAT": "text"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service", "--workers", str(WORKERS), "--port", str(port),
+         "--metrics-port", str(metrics_port), "--model-dir", str(model_dir), "--inference-threads", "1", *flags],
+        cwd=ROOT, env=env, stdout=open(log_path, "w"), stderr=subprocess.STDOUT,
+    )
+    return process, port, metrics_port
+
+
+def wait_all_serving(process: subprocess.Popen, port: int, log_path: Path, timeout: float = 60.0) -> None:
+    wait_serving(port, process, timeout)
+    deadline = time.monotonic() + timeout
+    while "all workers serving" not in log_path.read_text():
+        assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()[-3000:]
+        time.sleep(0.1)
+
+
+def metric(metrics_port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return 0.0
+
+
+def own_channel(port: int) -> grpc.Channel:
+    # A local subchannel pool: each channel opens its own TCP connection instead of sharing one.
+    return grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)])
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+def test_workers_share_the_port_the_limit_and_the_metrics_and_drain_on_sigterm(tiny_model_dir, audio, tmp_path):
+    log_path = tmp_path / "server.log"
+    process, port, metrics_port = start(tiny_model_dir, log_path)
+    try:
+        wait_all_serving(process, port, log_path)
+        assert metric(metrics_port, "stt_max_streams") == 200
+        assert metric(metrics_port, "stt_workers_serving") == WORKERS
+        n = 16  # P(all 16 connections hashed onto one of 2 workers) = 2 ** -15
+        results: list = []
+
+        def stream() -> None:  # about 2.9 s of sending at twice real time
+            with own_channel(port) as channel:
+                try:
+                    responses = stt_pb2_grpc.SpeechStub(channel).StreamingRecognize(
+                        stream_requests(audio, pace_s=0.05), timeout=60)
+                    results.append(final_texts(responses))
+                except grpc.RpcError as err:
+                    results.append(err)
+
+        threads = [threading.Thread(target=stream) for _ in range(n)]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 30
+        while metric(metrics_port, "stt_active_streams") < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert metric(metrics_port, "stt_active_streams") == n, "the supervisor's /metrics sums the workers"
+        process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        for thread in threads:
+            thread.join(60)
+        assert process.wait(30) == 0
+        assert time.monotonic() - signalled < 20, "exit within the grace period"
+        assert len(results) == n and all(isinstance(r, list) and len(r) == 2 for r in results), results
+        assert all(r == results[0] for r in results), "every worker runs the same model"
+        log = log_path.read_text()
+        served_by = set(re.findall(r"stream ended .*worker=(\d+)", log))
+        assert served_by == {"0", "1"}, log[-3000:]
+        assert log.count("draining") == WORKERS and "workers stopped exit_code=0" in log
+    finally:
+        stop(process)
+
+
+def test_max_streams_counts_all_workers_together(tiny_model_dir, audio, tmp_path):
+    log_path = tmp_path / "server.log"
+    process, port, metrics_port = start(tiny_model_dir, log_path, "--max-streams", "3")
+    release = threading.Event()
+    holders: list[threading.Thread] = []
+    outcomes: list = []
+
+    def hold() -> None:
+        with own_channel(port) as channel:
+            try:
+                outcomes.append(final_texts(stt_pb2_grpc.SpeechStub(channel).StreamingRecognize(
+                    stream_requests(audio[:16000], stall=release), timeout=60)))
+            except grpc.RpcError as err:
+                outcomes.append(err.code())
+
+    try:
+        wait_all_serving(process, port, log_path)
+        for _ in range(3):
+            holders.append(threading.Thread(target=hold))
+            holders[-1].start()
+        deadline = time.monotonic() + 30
+        while metric(metrics_port, "stt_active_streams") < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert metric(metrics_port, "stt_active_streams") == 3
+        for _ in range(6):  # new connections, whichever worker they reach
+            with own_channel(port) as channel:
+                with pytest.raises(grpc.RpcError) as info:
+                    list(stt_pb2_grpc.SpeechStub(channel).StreamingRecognize(stream_requests(audio[:8000]), timeout=10))
+                assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert "3 concurrent streams" in info.value.details()
+        release.set()
+        for thread in holders:
+            thread.join(30)
+        assert len(outcomes) == 3 and all(isinstance(o, list) for o in outcomes), outcomes
+        with own_channel(port) as channel:  # slots came back
+            assert final_texts(stt_pb2_grpc.SpeechStub(channel).StreamingRecognize(
+                stream_requests(audio[:16000]), timeout=30)) is not None
+    finally:
+        release.set()
+        stop(process)
+
+
+def test_a_killed_worker_is_replaced_and_its_slots_freed(tiny_model_dir, audio, tmp_path):
+    log_path = tmp_path / "server.log"
+    process, port, metrics_port = start(tiny_model_dir, log_path, "--max-streams", "4")
+    release = threading.Event()
+    holders: list[tuple[grpc.Channel, object]] = []
+
+    def hold() -> None:
+        channel = own_channel(port)
+        holders.append((channel, stt_pb2_grpc.SpeechStub(channel).StreamingRecognize(
+            stream_requests(audio[:16000], stall=release), timeout=60)))
+
+    def wait_active(n: int) -> None:
+        deadline = time.monotonic() + 30
+        while metric(metrics_port, "stt_active_streams") != n and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert metric(metrics_port, "stt_active_streams") == n
+
+    try:
+        wait_all_serving(process, port, log_path)
+        pids = {int(w): int(p) for w, p in re.findall(r"worker started worker=(\d+) pid=(\d+)", log_path.read_text())}
+        for _ in range(4):  # fill the server; the kernel spreads the connections over both workers
+            hold()
+        wait_active(4)
+        os.kill(pids[0], signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while log_path.read_text().count("worker serving worker=0") < 2:
+            assert time.monotonic() < deadline and process.poll() is None, log_path.read_text()[-3000:]
+            time.sleep(0.1)
+        assert "worker died; restarting worker=0" in log_path.read_text()
+        survivors = int(metric(metrics_port, "stt_active_streams"))  # worker 1's streams; worker 0's are gone
+        for _ in range(4 - survivors):  # the dead worker's slots were given back
+            hold()
+        wait_active(4)
+        with own_channel(port) as channel:
+            with pytest.raises(grpc.RpcError) as info:
+                list(stt_pb2_grpc.SpeechStub(channel).StreamingRecognize(stream_requests(audio[:8000]), timeout=10))
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        release.set()
+        finished = 0
+        for channel, call in holders:  # streams on the killed worker broke; every other one finishes
+            try:
+                final_texts(call)
+                finished += 1
+            except grpc.RpcError as err:
+                assert err.code() == grpc.StatusCode.UNAVAILABLE, err
+            channel.close()
+        assert finished == 4
+        wait_active(0)
+    finally:
+        release.set()
+        stop(process)
+
+
+def test_a_worker_that_cannot_load_the_model_stops_the_server(tmp_path):
+    log_path = tmp_path / "server.log"
+    process, _port, _metrics_port = start(tmp_path / "no-model", log_path)
+    try:
+        assert process.wait(60) == 1
+        log = log_path.read_text()
+        assert "model failed to load" in log and "worker failed to start" in log, log[-3000:]
+    finally:
+        stop(process)
