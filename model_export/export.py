@@ -59,6 +59,7 @@ def load_checkpoint(path: Path) -> AttentionModel:
 def metadata(model: AttentionModel, extra: dict) -> dict[str, str]:
     cfg = model.cfg
     enc = model.encoder
+    conv1_shape, conv2_shape = enc.state_shapes()
     meta = {
         "stt.model_version": MODEL_VERSION,
         "stt.model_config": cfg.to_json(),
@@ -74,8 +75,8 @@ def metadata(model: AttentionModel, extra: dict) -> dict[str, str]:
         # Shapes without the batch axis, and where the batch axis goes, so the service
         # builds zero states from the file alone.
         "stt.encoder_states": json.dumps({
-            "conv1": {"shape": [cfg.n_mels, 2], "batch_axis": 0},
-            "conv2": {"shape": [cfg.conv_channels, 2], "batch_axis": 0},
+            "conv1": {"shape": list(conv1_shape), "batch_axis": 0},
+            "conv2": {"shape": list(conv2_shape), "batch_axis": 0},
             "h": {"shape": [cfg.enc_layers, cfg.enc_hidden], "batch_axis": 1},
             "c": {"shape": [cfg.enc_layers, cfg.enc_hidden], "batch_axis": 1}}),
         "stt.feature_mean": json.dumps([round(float(x), 5) for x in enc.feat_mean]),

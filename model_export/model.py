@@ -1,7 +1,10 @@
 """The attention encoder-decoder with a CTC head: one definition for training and export.
 
-Encoder: global mean/variance normalization -> two causal Conv1d (stride 2 each, so
-x4: one frame per 40 ms) -> unidirectional LSTM stack. It runs chunk by chunk with an
+Encoder: global mean/variance normalization -> a causal front-end that subsamples x4 (one
+frame per 40 ms) -> unidirectional LSTM stack. Front-ends: "conv1d" (two Conv1d over time with
+the mel bins as channels; the shipped v1.x models) or "conv2d" (two 3x3 Conv2d over time and
+frequency, then a linear projection and LayerNorm: filters shared across frequency, so a
+formant shifted by another voice's vocal tract hits the same filter). It runs chunk by chunk with an
 explicit state and gives the same frames as a whole-utterance run.
 
 Decoder: one LSTMCell step per output token with additive location-aware attention
@@ -40,6 +43,8 @@ class ModelConfig:
     subsampling: int = 4
     dropout: float = 0.1
     enc_skip: bool = False  # residual projection conv -> encoder output (eases early CTC learning)
+    frontend: str = "conv1d"  # "conv1d" | "conv2d"
+    conv2d_channels: int = 32  # conv2d front-end: channels of both 3x3 convolutions
 
     @property
     def vocab_size(self) -> int:
@@ -54,10 +59,10 @@ class ModelConfig:
 
 
 class EncoderState(NamedTuple):
-    """Carried between chunks. conv caches hold the last 2 inputs of each conv layer."""
+    """Carried between chunks. conv caches hold the last 2 inputs (in time) of each conv layer."""
 
-    conv1: torch.Tensor  # (B, n_mels, 2) normalized features
-    conv2: torch.Tensor  # (B, conv_channels, 2)
+    conv1: torch.Tensor  # conv1d: (B, n_mels, 2) normalized features; conv2d: (B, 1, 2, n_mels)
+    conv2: torch.Tensor  # conv1d: (B, conv_channels, 2); conv2d: (B, conv2d_channels, 2, n_mels / 2)
     h: torch.Tensor  # (enc_layers, B, enc_hidden)
     c: torch.Tensor  # (enc_layers, B, enc_hidden)
 
@@ -68,30 +73,65 @@ class Encoder(nn.Module):
         self.cfg = cfg
         self.register_buffer("feat_mean", torch.zeros(cfg.n_mels))
         self.register_buffer("feat_inv_std", torch.ones(cfg.n_mels))
-        self.conv1 = nn.Conv1d(cfg.n_mels, cfg.conv_channels, kernel_size=3, stride=2)
-        self.conv2 = nn.Conv1d(cfg.conv_channels, cfg.conv_channels, kernel_size=3, stride=2)
+        if cfg.frontend == "conv1d":
+            self.conv1 = nn.Conv1d(cfg.n_mels, cfg.conv_channels, kernel_size=3, stride=2)
+            self.conv2 = nn.Conv1d(cfg.conv_channels, cfg.conv_channels, kernel_size=3, stride=2)
+            self.proj = None
+        elif cfg.frontend == "conv2d":
+            ch = cfg.conv2d_channels
+            # Padded in frequency only: time is causal, its context comes from the state.
+            self.conv1 = nn.Conv2d(1, ch, kernel_size=3, stride=2, padding=(0, 1))
+            self.conv2 = nn.Conv2d(ch, ch, kernel_size=3, stride=2, padding=(0, 1))
+            self.proj = nn.Sequential(nn.Linear(ch * self.conv2d_freqs(cfg.n_mels), cfg.conv_channels),
+                                      nn.LayerNorm(cfg.conv_channels))
+        else:
+            raise ValueError(f"unknown frontend {cfg.frontend!r} (conv1d or conv2d)")
         self.lstm = nn.LSTM(cfg.conv_channels, cfg.enc_hidden, num_layers=cfg.enc_layers,
                             batch_first=True, dropout=cfg.dropout if cfg.enc_layers > 1 else 0.0)
         self.skip = nn.Linear(cfg.conv_channels, cfg.enc_hidden) if cfg.enc_skip else None
         self.ctc_head = nn.Linear(cfg.enc_hidden, cfg.vocab_size)
         self.key_proj = nn.Linear(cfg.enc_hidden, cfg.att_dim)
 
+    @staticmethod
+    def conv2d_freqs(n_mels: int, layers: int = 2) -> int:
+        """Frequency bins after `layers` stride-2 Conv2d (kernel 3, padding 1)."""
+        for _ in range(layers):
+            n_mels = (n_mels - 1) // 2 + 1
+        return n_mels
+
+    def state_shapes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Shapes of the conv1 and conv2 caches without the batch axis."""
+        cfg = self.cfg
+        if cfg.frontend == "conv2d":
+            return (1, 2, cfg.n_mels), (cfg.conv2d_channels, 2, self.conv2d_freqs(cfg.n_mels, 1))
+        return (cfg.n_mels, 2), (cfg.conv_channels, 2)
+
     def init_state(self, batch: int) -> EncoderState:
         p = self.conv1.weight
+        s1, s2 = self.state_shapes()
         return EncoderState(
-            p.new_zeros(batch, self.cfg.n_mels, 2), p.new_zeros(batch, self.cfg.conv_channels, 2),
+            p.new_zeros(batch, *s1), p.new_zeros(batch, *s2),
             p.new_zeros(self.cfg.enc_layers, batch, self.cfg.enc_hidden),
             p.new_zeros(self.cfg.enc_layers, batch, self.cfg.enc_hidden))
 
     def streaming_forward(self, feats: torch.Tensor, state: EncoderState) -> tuple[torch.Tensor, EncoderState]:
         """(B, T, n_mels) log-mel, T a multiple of 4 -> ((B, T/4, enc_hidden), new state)."""
-        x = ((feats - self.feat_mean) * self.feat_inv_std).transpose(1, 2)  # (B, n_mels, T)
-        x = torch.cat([state.conv1, x], dim=2)
-        new_conv1 = x[:, :, -2:]
-        x = F.relu(self.conv1(x))  # (B, C, T/2)
-        x = torch.cat([state.conv2, x], dim=2)
-        new_conv2 = x[:, :, -2:]
-        x = F.relu(self.conv2(x)).transpose(1, 2)  # (B, T/4, C)
+        x = (feats - self.feat_mean) * self.feat_inv_std  # (B, T, n_mels)
+        if self.proj is None:
+            x = torch.cat([state.conv1, x.transpose(1, 2)], dim=2)  # (B, n_mels, 2 + T)
+            new_conv1 = x[:, :, -2:]
+            x = F.relu(self.conv1(x))  # (B, C, T/2)
+            x = torch.cat([state.conv2, x], dim=2)
+            new_conv2 = x[:, :, -2:]
+            x = F.relu(self.conv2(x)).transpose(1, 2)  # (B, T/4, C)
+        else:
+            x = torch.cat([state.conv1, x.unsqueeze(1)], dim=2)  # (B, 1, 2 + T, n_mels)
+            new_conv1 = x[:, :, -2:]
+            x = F.relu(self.conv1(x))  # (B, ch, T/2, n_mels/2)
+            x = torch.cat([state.conv2, x], dim=2)
+            new_conv2 = x[:, :, -2:]
+            x = F.relu(self.conv2(x))  # (B, ch, T/4, n_mels/4)
+            x = self.proj(x.transpose(1, 2).flatten(2))  # (B, T/4, conv_channels)
         y, (h, c) = self.lstm(x, (state.h, state.c))
         if self.skip is not None:
             y = y + self.skip(x)

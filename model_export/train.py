@@ -220,6 +220,9 @@ def build_model(args, tok: Tokenizer) -> AttentionModel:
     if args.enc_layers:
         size["enc_layers"] = args.enc_layers
     size["enc_skip"] = args.enc_skip
+    size["frontend"] = args.frontend
+    if args.enc_hidden:
+        size["enc_hidden"] = args.enc_hidden
     cfg = ModelConfig(vocab=list(tok.vocab), window_back=args.window_back, window_size=args.window_size, **size)
     return AttentionModel(cfg)
 
@@ -232,6 +235,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--size", choices=sorted(SIZES), default="default")
     p.add_argument("--enc-layers", type=int, default=0,
                    help="override the size preset (default preset: 2; measured here: 2 layers leave the CTC plateau far sooner than 3)")
+    p.add_argument("--enc-hidden", type=int, default=0, help="override the size preset's LSTM width")
+    p.add_argument("--frontend", choices=("conv1d", "conv2d"), default="conv1d",
+                   help="x4 subsampling front-end (model.py); conv2d shares filters across frequency")
     p.add_argument("--enc-skip", action="store_true", help="residual projection from the conv front-end to the encoder output")
     p.add_argument("--init-from", type=Path, help="warm start: load matching weights from this checkpoint (fresh optimizer)")
     p.add_argument("--tokens", default="bpe256", help="'char' or 'bpeN' (sentencepiece BPE with N pieces)")

@@ -14,10 +14,11 @@ from service.pipeline.model_info import ModelInfo, create_session  # noqa: E402
 from service.pipeline.tokenizer import Tokenizer  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+@pytest.fixture(scope="module", params=["conv1d", "conv2d"])
+def exported(tmp_path_factory, request):
     torch.manual_seed(3)
-    model = AttentionModel(ModelConfig(vocab=list(Tokenizer().vocab), **SIZES["tiny"])).eval()
+    model = AttentionModel(ModelConfig(vocab=list(Tokenizer().vocab), frontend=request.param,
+                                       **SIZES["tiny"])).eval()
     with torch.no_grad():  # non-trivial normalization so it is exercised
         model.encoder.feat_mean.uniform_(5, 12)
         model.encoder.feat_inv_std.uniform_(0.2, 0.5)
@@ -60,3 +61,23 @@ def test_metadata_round_trip(exported):
     assert info.metadata["stt.training_data"] == "random"
     dec_info = ModelInfo.from_session(create_session(out / "decoder.onnx"))
     assert dec_info == info
+
+
+def test_the_service_encoder_streams_either_front_end_like_pytorch(exported):
+    """The service builds zero states from the metadata alone (conv2d caches are 4-d) and its
+    fixed-chunk streaming gives the frames of one whole-utterance PyTorch pass."""
+    from service.pipeline.encoder import EncoderGraph, encode_offline
+    from service.pipeline.features import compute_features
+
+    model, out = exported
+    sess = create_session(out / "encoder.onnx")
+    graph = EncoderGraph(sess, ModelInfo.from_session(sess))
+    audio = (np.random.default_rng(0).normal(size=16000 * 2) * 0.1).astype(np.float32)
+    store = encode_offline(graph, audio, chunk_frames=12)
+    feats = compute_features(audio)
+    feats = np.pad(feats, ((0, -len(feats) % 4), (0, 0)))
+    with torch.no_grad():
+        whole = model.encoder(torch.from_numpy(feats)[None])[0].numpy()
+    n = min(len(whole), store.length)
+    assert n >= 45
+    np.testing.assert_allclose(store.windows(np.array([0]), n)[0][0], whole[:n], atol=1e-4)
