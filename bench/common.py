@@ -164,6 +164,7 @@ class ProcessSampler:
     pid: int
     interval_s: float = 0.5
     samples: list[Sample] = field(default_factory=list)
+    tree: bool = True  # False: the process alone, not its children
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -179,11 +180,12 @@ class ProcessSampler:
 
     def _run(self) -> None:
         start = last_t = time.monotonic()
-        last_cpu = tree_cpu_seconds(self.pid)
+        cpu_of, rss_of = (tree_cpu_seconds, tree_rss_bytes) if self.tree else (cpu_seconds, rss_bytes)
+        last_cpu = cpu_of(self.pid)
         while not self._stop.wait(self.interval_s):
-            now, cpu = time.monotonic(), tree_cpu_seconds(self.pid)
+            now, cpu = time.monotonic(), cpu_of(self.pid)
             self.samples.append(Sample(now - start, 100.0 * (cpu - last_cpu) / max(now - last_t, 1e-9),
-                                       tree_rss_bytes(self.pid)))
+                                       rss_of(self.pid)))
             last_t, last_cpu = now, cpu
 
     def mean_cpu(self) -> float:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -70,6 +71,7 @@ class LevelResult:
     server_cpu_percent: float
     server_rss_mb: float
     finals: int
+    client_cpu_percent: float = float("nan")  # this load generator: on the same machine, it competes
 
 
 class SendClock:
@@ -140,12 +142,12 @@ async def run_stream(stub: stt_pb2_grpc.SpeechStub, pcm: bytes, utterances: list
 
 
 async def run_level(address: str, n: int, audio: list[tuple[bytes, list[Utterance]]], chunk_ms: int,
-                    end_silence_ms: int) -> list[StreamStats]:
+                    end_silence_ms: int, connections: int = 16) -> list[StreamStats]:
     rng = random.Random(n)
-    # A few HTTP/2 connections, each its own (a local subchannel pool): with STT_WORKERS > 1 the
-    # kernel spreads connections, not streams, over the worker processes.
+    # HTTP/2 connections, each its own (a local subchannel pool): with STT_WORKERS > 1 the
+    # kernel spreads connections, not streams, over the worker processes. 0: one per stream.
     channels = [grpc.aio.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
-                for _ in range(min(n, 16))]
+                for _ in range(min(n, connections) if connections else n)]
     try:
         tasks = [
             run_stream(stt_pb2_grpc.SpeechStub(channels[i % len(channels)]), *audio[i % len(audio)], chunk_ms,
@@ -158,7 +160,8 @@ async def run_level(address: str, n: int, audio: list[tuple[bytes, list[Utteranc
             await channel.close()
 
 
-def summarize(n: int, stats: list[StreamStats], sampler: ProcessSampler, chunk_ms: int) -> LevelResult:
+def summarize(n: int, stats: list[StreamStats], sampler: ProcessSampler, chunk_ms: int,
+              client: ProcessSampler | None = None) -> LevelResult:
     partial = [x for s in stats for x in s.partial_latencies]
     final = [x for s in stats for x in s.final_latencies]
     kept_up = sum(1 for s in stats if s.error is None and s.max_lag_s <= chunk_ms / 1000)
@@ -167,17 +170,18 @@ def summarize(n: int, stats: list[StreamStats], sampler: ProcessSampler, chunk_m
         kept_up=kept_up, partial_ms=[v * 1000 for v in percentiles(partial)],
         final_ms=[v * 1000 for v in percentiles(final)], server_cpu_percent=sampler.mean_cpu(),
         server_rss_mb=sampler.max_rss() / 2**20, finals=sum(s.finals for s in stats),
+        client_cpu_percent=client.mean_cpu() if client else float("nan"),
     )
 
 
 def table(results: list[LevelResult]) -> str:
-    lines = ["| streams | ok | kept up | partial p50/p95/p99 ms | final p50/p95/p99 ms | server CPU % | server RSS MB |",
-             "|---:|---:|---:|---|---|---:|---:|"]
+    lines = ["| streams | ok | kept up | partial p50/p95/p99 ms | final p50/p95/p99 ms | server CPU % | server RSS MB "
+             "| client CPU % |", "|---:|---:|---:|---|---|---:|---:|---:|"]
     for r in results:
         part = "/".join(fmt_ms(v / 1000) for v in r.partial_ms)
         fin = "/".join(fmt_ms(v / 1000) for v in r.final_ms)
         lines.append(f"| {r.streams} | {r.ok} | {r.kept_up} | {part} | {fin} | {r.server_cpu_percent:.0f} | "
-                     f"{r.server_rss_mb:.0f} |")
+                     f"{r.server_rss_mb:.0f} | {r.client_cpu_percent:.0f} |")
     return "\n".join(lines)
 
 
@@ -217,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--target-ms", type=float, default=300.0, help="p95 partial latency target")
     p.add_argument("--model-dir", type=Path, default=default_model_dir())
     p.add_argument("--server-arg", action="append", default=[], help="extra server flag, e.g. --server-arg=--batch-max-wait-ms=2")
+    p.add_argument("--connections", type=int, default=16,
+                   help="client connections the streams share (0: one per stream, as many small clients)")
     p.add_argument("--no-early-stop", action="store_true", help="run every level even past the target")
     p.add_argument("--plot", type=Path, default=Path("bench/load.png"))
     p.add_argument("--json", type=Path, default=Path("bench/load.json"))
@@ -230,9 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     with ServerProcess(require_model(args.model_dir), server_args) as server:
         print(f"server: pid {server.pid}, start-up {server.startup_s:.2f} s, model {args.model_dir}")
         for n in levels:
-            with ProcessSampler(server.pid) as sampler:
-                stats = asyncio.run(run_level(server.address, n, audio, args.chunk_ms, args.end_silence_ms))
-            result = summarize(n, stats, sampler, args.chunk_ms)
+            with ProcessSampler(server.pid) as sampler, ProcessSampler(os.getpid(), tree=False) as client:
+                stats = asyncio.run(run_level(server.address, n, audio, args.chunk_ms, args.end_silence_ms,
+                                              args.connections))
+            result = summarize(n, stats, sampler, args.chunk_ms, client)
             results.append(result)
             errors = {s.error for s in stats if s.error}
             print(f"{n:4d} streams: partial p95 {result.partial_ms[1]:.0f} ms, final p95 {result.final_ms[1]:.0f} ms, "
@@ -242,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
                 print("stopping the ramp: far past the target")
                 break
     good = [r.streams for r in results if r.partial_ms[1] <= args.target_ms and r.kept_up == r.streams and not r.errors]
-    print(f"\n## load ({args.chunk_ms} ms chunks, {args.seconds:g} s per stream, end silence {args.end_silence_ms} ms)\n")
+    print(f"\n## load ({args.chunk_ms} ms chunks, {args.seconds:g} s per stream, end silence {args.end_silence_ms} ms, "
+          f"{args.connections or 'one per stream'} connections, server flags {' '.join(server_args)})\n")
     print(table(results))
     print(f"\nmost real-time streams with p95 partial latency <= {args.target_ms:g} ms: {max(good) if good else 0}")
     args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
