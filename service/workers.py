@@ -84,6 +84,7 @@ def _worker_main(settings: Settings, index: int, counts: SynchronizedArray, read
 def _reserve_port(host: str, port: int) -> socket.socket:
     """A bound, non-listening SO_REUSEPORT socket: fixes the port (0 -> a free one) for the
     workers' listeners without receiving connections itself."""
+    host = host.strip("[]")  # gRPC spells IPv6 addresses "[::]"
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
