@@ -71,7 +71,7 @@ INFERENCE_SECONDS = Histogram(
 
 def serve_metrics(port: int, host: str = "0.0.0.0", registry: CollectorRegistry = REGISTRY) -> ThreadingHTTPServer:
     """Serve /metrics over HTTP from a daemon thread; port 0 picks a free one (see ``server_port``)."""
-    server, _thread = start_http_server(port, addr=host, registry=registry)
+    server, _thread = start_http_server(port, addr=host.strip("[]"), registry=registry)  # gRPC's "[::]" -> "::"
     return server
 
 

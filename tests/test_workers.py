@@ -216,3 +216,25 @@ def test_a_worker_that_cannot_load_the_model_stops_the_server(tmp_path):
         assert "model failed to load" in log and "worker failed to start" in log, log[-3000:]
     finally:
         stop(process)
+
+
+def test_ipv6_any_address_as_grpc_spells_it(tiny_model_dir, tmp_path):
+    """STT_HOST=[::] (gRPC's spelling) works for the reserved port and the /metrics server."""
+    import socket
+
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    log_path = tmp_path / "server.log"
+    port, metrics_port = free_port(), free_port()
+    env = {**os.environ, "STT_HOST": "[::]", "STT_LOG_FORMAT": "text"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service", "--workers", "2", "--port", str(port), "--metrics-port", str(metrics_port),
+         "--model-dir", str(tiny_model_dir), "--inference-threads", "1"],
+        cwd=ROOT, env=env, stdout=open(log_path, "w"), stderr=subprocess.STDOUT)
+    try:
+        wait_all_serving(process, port, log_path)
+        assert metric(metrics_port, "stt_workers_serving") == 2
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+    finally:
+        stop(process)
