@@ -124,6 +124,10 @@ class Batch:
     targets: torch.Tensor  # (B, U) token ids, padded with -1
     target_lens: torch.Tensor  # (B,)
 
+    def to(self, device: torch.device) -> "Batch":
+        return Batch(*(t.to(device, non_blocking=True) for t in (self.feats, self.feat_lens, self.targets,
+                                                                  self.target_lens)))
+
 
 def collate(fs: FeatureSet, idx: list[int], subsampling: int) -> Batch:
     feats = [torch.from_numpy(fs.feats[i].astype(np.float32)) for i in idx]

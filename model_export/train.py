@@ -8,7 +8,8 @@ loss and a higher CTC weight early so attention locks onto the audio. Phase 2: t
 decoder is fine-tuned with the inference window of DESIGN §3, so training and
 decoding agree. A checkpoint is written every --ckpt-every steps (atomically) and a
 rerun of the same command resumes from the newest one. At the end the last
---average checkpoints are averaged into `final.pt`.
+--average checkpoints are averaged into `final.pt`. Runs on a CUDA GPU when PyTorch sees
+one (--device auto), else on the CPU with --threads threads; checkpoints resume on either.
 """
 from __future__ import annotations
 
@@ -73,6 +74,7 @@ def guided_attention_loss(att: torch.Tensor, enc_lens: torch.Tensor, out_lens: t
 def spec_augment(feats: torch.Tensor, lens: torch.Tensor, mean: torch.Tensor, rng: random.Random) -> torch.Tensor:
     """Two frequency masks (<= 15 bins) and up to two time masks (<= 5% of length each)."""
     feats = feats.clone()
+    lens = lens.tolist()  # one device -> host copy
     for b in range(feats.shape[0]):
         for _ in range(2):
             width = rng.randint(0, 15)
@@ -98,11 +100,11 @@ def compute_loss(model: AttentionModel, batch: Batch, tok: Tokenizer, step: int,
     targets = batch.targets
     ctc = F.ctc_loss(ctc_logp.transpose(0, 1), torch.clamp(targets, min=0), enc_lens, batch.target_lens,
                      blank=tok.blank_id, reduction="sum", zero_infinity=True) / targets.shape[0]
-    bsz = targets.shape[0]
-    sos = torch.full((bsz, 1), tok.sos_id, dtype=torch.long)
+    bsz, dev = targets.shape[0], targets.device
+    sos = torch.full((bsz, 1), tok.sos_id, dtype=torch.long, device=dev)
     tokens_in = torch.cat([sos, torch.clamp(targets, min=0)], dim=1)
-    tokens_out = torch.cat([targets, torch.full((bsz, 1), -1, dtype=torch.long)], dim=1)
-    tokens_out[torch.arange(bsz), batch.target_lens] = tok.eos_id
+    tokens_out = torch.cat([targets, torch.full((bsz, 1), -1, dtype=torch.long, device=dev)], dim=1)
+    tokens_out[torch.arange(bsz, device=dev), batch.target_lens] = tok.eos_id
     logp, att = model.teacher_forced(enc, keys, enc_lens, tokens_in, windowed)
     att_ce = F.nll_loss(logp.reshape(-1, logp.shape[-1]), tokens_out.reshape(-1), ignore_index=-1,
                         reduction="sum") / bsz
@@ -110,7 +112,7 @@ def compute_loss(model: AttentionModel, batch: Batch, tok: Tokenizer, step: int,
     att_loss = (1 - args.label_smoothing) * att_ce + args.label_smoothing * smooth
     cw, gw = ctc_weight_at(step, args), guided_weight_at(step, args)
     loss = cw * ctc + (1 - cw) * att_loss
-    guided = torch.zeros(())
+    guided = torch.zeros((), device=dev)
     if gw > 0:
         guided = guided_attention_loss(att, enc_lens.float(), (batch.target_lens + 1).float())
         loss = loss + gw * guided * batch.target_lens.float().mean()
@@ -127,20 +129,21 @@ def greedy_decode(model: AttentionModel, feats: torch.Tensor, lens: torch.Tensor
     _, keys = model.encoder.heads(enc)
     enc_lens = torch.clamp(-(-lens // model.cfg.subsampling), max=enc.shape[1])
     bsz, t_max, _ = enc.shape
-    mask = torch.where(torch.arange(t_max).unsqueeze(0) < enc_lens.unsqueeze(1), 0.0, MASK_VALUE)
+    dev = enc.device
+    mask = torch.where(torch.arange(t_max, device=dev).unsqueeze(0) < enc_lens.unsqueeze(1), 0.0, MASK_VALUE)
     state = model.decoder.init_state(bsz)
-    att = F.one_hot(torch.zeros(bsz, dtype=torch.long), t_max).float()
-    token = torch.full((bsz,), tok.sos_id, dtype=torch.long)
+    att = F.one_hot(torch.zeros(bsz, dtype=torch.long, device=dev), t_max).float()
+    token = torch.full((bsz,), tok.sos_id, dtype=torch.long, device=dev)
     out: list[list[int]] = [[] for _ in range(bsz)]
-    done = torch.zeros(bsz, dtype=torch.bool)
+    done = [False] * bsz
     for _ in range(int(t_max * max_tokens_per_frame) + 1):
         logp, state, att = model.decoder.step(token, state, att, enc, keys, mask)
         token = logp.argmax(-1)
-        for b in range(bsz):
-            if not done[b] and int(token[b]) != tok.eos_id:
-                out[b].append(int(token[b]))
-        done |= token == tok.eos_id
-        if bool(done.all()):
+        for b, t in enumerate(token.tolist()):  # one device -> host copy per step
+            if not done[b] and t != tok.eos_id:
+                out[b].append(t)
+            done[b] = done[b] or t == tok.eos_id
+        if all(done):
             break
     return out
 
@@ -149,9 +152,9 @@ def greedy_decode(model: AttentionModel, feats: torch.Tensor, lens: torch.Tensor
 def ctc_greedy(model: AttentionModel, feats: torch.Tensor, lens: torch.Tensor, tok: Tokenizer) -> list[list[int]]:
     enc = model.encoder(feats)
     logp, _ = model.encoder.heads(enc)
-    enc_lens = -(-lens // model.cfg.subsampling)
+    enc_lens = (-(-lens // model.cfg.subsampling)).tolist()
     out = []
-    for b, best in enumerate(logp.argmax(-1)):
+    for b, best in enumerate(logp.argmax(-1).cpu()):
         ids, prev = [], -1
         for t in best[: int(enc_lens[b])].tolist():
             if t != prev and t != tok.blank_id:
@@ -163,16 +166,27 @@ def ctc_greedy(model: AttentionModel, feats: torch.Tensor, lens: torch.Tensor, t
 
 def evaluate(model: AttentionModel, dev: FeatureSet, tok: Tokenizer, n: int) -> dict:
     model.eval()
+    device = next(model.parameters()).device
     refs, att_hyps, ctc_hyps = [], [], []
     idx = list(range(min(n, len(dev))))
     for start in range(0, len(idx), 16):
-        batch = collate(dev, idx[start:start + 16], model.cfg.subsampling)
+        batch = collate(dev, idx[start:start + 16], model.cfg.subsampling).to(device)
         att_hyps += [tok.decode(h) for h in greedy_decode(model, batch.feats, batch.feat_lens, tok)]
         ctc_hyps += [tok.decode(h) for h in ctc_greedy(model, batch.feats, batch.feat_lens, tok)]
         refs += [dev.utts[i].text for i in idx[start:start + 16]]
     model.train()
     return {"dev_wer_att_full_greedy": jiwer.wer(refs, att_hyps), "dev_wer_ctc_greedy": jiwer.wer(refs, ctc_hyps),
             "example_ref": refs[0], "example_hyp": att_hyps[0]}
+
+
+def pick_device(name: str) -> torch.device:
+    """'auto' -> the first CUDA GPU when PyTorch sees one, else the CPU; others as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {name}: PyTorch sees no CUDA GPU here (torch {torch.__version__}); use --device cpu")
+    return device
 
 
 def save_checkpoint(path: Path, payload: dict) -> None:
@@ -258,6 +272,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dev-utts", type=int, default=120)
     p.add_argument("--eval-every", type=int, default=1000)
     p.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2)))
+    p.add_argument("--device", default="auto", help="'auto' (a CUDA GPU when there is one, else CPU), 'cpu', 'cuda', 'cuda:N'")
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2)))
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--max-steps-this-run", type=int, default=0,
@@ -274,7 +289,8 @@ def train(args: argparse.Namespace) -> Path:
     tok = encoder.tokenizer
     train_set = FeatureSet(train_utts, encoder, args.out / "cache" / "train_feats.npz", args.workers)
     dev_set = FeatureSet(read_manifest(args.dev), encoder, args.out / "cache" / "dev_feats.npz", args.workers)
-    model = build_model(args, tok)
+    device = pick_device(args.device)
+    model = build_model(args, tok).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-6)
     step, epoch, pos = resume(args.out, model, opt)
     if step:  # resumed: weights, statistics and optimizer come from the checkpoint
@@ -292,7 +308,7 @@ def train(args: argparse.Namespace) -> Path:
         model.encoder.feat_mean.copy_(torch.from_numpy(mean).float())
         model.encoder.feat_inv_std.copy_(torch.from_numpy(inv_std).float())
     n_params = sum(p.numel() for p in model.parameters())
-    log.info("model: %d parameters; train %d utts (%.1f h); dev %d utts", n_params, len(train_set),
+    log.info("model: %d parameters on %s; train %d utts (%.1f h); dev %d utts", n_params, device, len(train_set),
              sum(u.duration for u in train_set.utts) / 3600, len(dev_set))
     lengths = [len(f) for f in train_set.feats]
     model.train()
@@ -302,7 +318,7 @@ def train(args: argparse.Namespace) -> Path:
         rng = random.Random(args.seed * 1000 + epoch)
         batches = make_batches(lengths, args.max_frames, rng, sort=(epoch == 0))
         while pos < len(batches) and step < stop_at:
-            batch = collate(train_set, batches[pos], model.cfg.subsampling)
+            batch = collate(train_set, batches[pos], model.cfg.subsampling).to(device)
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, args)
             loss, stats = compute_loss(model, batch, tok, step, args, step >= args.window_from, rng)

@@ -88,12 +88,13 @@ def test_kaldi_data_dir_is_accepted(tiny_corpus, tmp_path):
     assert all(u.duration > 0 for u in utts)
 
 
-def test_train_resume_export_decode(tiny_corpus, tmp_path):
+@pytest.mark.parametrize("frontend", ["conv1d", "conv2d"])
+def test_train_resume_export_decode(tiny_corpus, tmp_path, frontend):
     out = tmp_path / "run"
     common = ["--train", str(tiny_corpus / "train.jsonl"), "--dev", str(tiny_corpus / "dev.jsonl"),
               "--out", str(out), "--size", "tiny", "--ckpt-every", "5", "--eval-every", "1000",
               "--window-from", "8", "--warmup", "2", "--threads", "1", "--workers", "1", "--dev-utts", "4",
-              "--max-frames", "3000"]
+              "--max-frames", "3000", "--frontend", frontend]
     train_main(common + ["--steps", "15", "--max-steps-this-run", "10"])  # stopped part-way, as a kill would
     assert sorted(p.name for p in out.glob("ckpt-*.pt")) == ["ckpt-10.pt", "ckpt-5.pt"]
     assert not (out / "final.pt").exists()
@@ -114,3 +115,12 @@ def test_train_resume_export_decode(tiny_corpus, tmp_path):
     hyp = asyncio.run(decode())
     assert hyp.attention is not None and hyp.attention.weights.shape[0] == len(hyp.attention.tokens)
     assert hyp.end_s == pytest.approx(0.5, abs=0.05)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_asking_for_a_gpu_without_one_is_a_clear_error():
+    from model_export.train import pick_device
+
+    assert pick_device("auto") == torch.device("cpu")
+    with pytest.raises(SystemExit, match="no CUDA GPU"):
+        pick_device("cuda")
