@@ -115,25 +115,23 @@ def process_tree(pid: int) -> list[int]:
     return tree
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """CPU seconds of the process and its live descendants."""
-    total = 0.0
-    for p in process_tree(pid):
-        try:
-            total += cpu_seconds(p)
-        except (OSError, ProcessLookupError):
-            pass
-    return total
-
-
-def tree_rss_bytes(pid: int) -> int:
+def _tree_sum(pid: int, measure) -> float:
     total = 0
     for p in process_tree(pid):
         try:
-            total += rss_bytes(p)
-        except (OSError, ProcessLookupError):
+            total += measure(p)
+        except Exception:  # noqa: BLE001 - exited between listing and reading (OSError or psutil.NoSuchProcess)
             pass
     return total
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of the process and its live descendants."""
+    return float(_tree_sum(pid, cpu_seconds))
+
+
+def tree_rss_bytes(pid: int) -> int:
+    return int(_tree_sum(pid, rss_bytes))
 
 
 def cpu_seconds(pid: int) -> float:

@@ -70,7 +70,21 @@ class WorkerContext:
     ready: Event  # set once the worker serves
 
 
-def _worker_main(settings: Settings, index: int, counts: SynchronizedArray, ready: Event) -> None:
+def _die_with_supervisor(supervisor_pid: int) -> None:
+    """SIGTERM (a drain) to this worker when the supervisor dies, even by SIGKILL: no orphan
+    keeps serving on the port. Linux prctl(PR_SET_PDEATHSIG); a no-op elsewhere."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != supervisor_pid:  # it died before the prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _worker_main(settings: Settings, index: int, counts: SynchronizedArray, ready: Event, supervisor_pid: int) -> None:
     import asyncio
 
     from service.__main__ import serve
@@ -78,6 +92,7 @@ def _worker_main(settings: Settings, index: int, counts: SynchronizedArray, read
 
     configure_logging(settings.log_level, settings.log_format, {"worker": index})
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor turns Ctrl-C into SIGTERM
+    _die_with_supervisor(supervisor_pid)
     raise SystemExit(asyncio.run(serve(settings, WorkerContext(index, SharedSlots(counts, index), ready))))
 
 
@@ -108,8 +123,8 @@ class Supervisor:
     def _start(self, index: int, settings: Settings) -> None:
         self._counts[index] = 0
         self._ready[index].clear()
-        proc = self._ctx.Process(target=_worker_main, args=(settings, index, self._counts, self._ready[index]),
-                                 name=f"stt-worker-{index}", daemon=False)
+        proc = self._ctx.Process(target=_worker_main, name=f"stt-worker-{index}", daemon=False,
+                                 args=(settings, index, self._counts, self._ready[index], os.getpid()))
         proc.start()
         self._procs[index] = proc
         log.info("worker started", extra={"worker": index, "pid": proc.pid})

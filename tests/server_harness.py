@@ -125,6 +125,15 @@ def stream_requests(
         stall.wait(30)
 
 
+def finals_or_error(channel: grpc.Channel, audio: np.ndarray, pace_s: float) -> list[str] | grpc.RpcError:
+    """One paced StreamingRecognize on ``channel``: its final texts, or the error that ended it."""
+    try:
+        return final_texts(stt_pb2_grpc.SpeechStub(channel).StreamingRecognize(
+            stream_requests(audio, pace_s=pace_s), timeout=60))
+    except grpc.RpcError as err:
+        return err
+
+
 def final_texts(responses) -> list[str]:
     return [r.alternatives[0].transcript for resp in responses for r in resp.results if r.is_final]
 

@@ -30,6 +30,7 @@ from service.session import StreamSession
 from tests.server_harness import (
     RunningServer,
     final_texts,
+    finals_or_error,
     free_port,
     make_settings,
     speech_audio,
@@ -224,12 +225,7 @@ def test_sigterm_with_20_streams_in_flight(tiny_model_dir, audio, tmp_path):
 
         def stream() -> None:  # about 2.9 s of sending at twice real time
             with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-                try:
-                    responses = stt_pb2_grpc.SpeechStub(channel).StreamingRecognize(
-                        stream_requests(audio, pace_s=0.05), timeout=60)
-                    results.append(final_texts(responses))
-                except grpc.RpcError as err:
-                    results.append(err)
+                results.append(finals_or_error(channel, audio, pace_s=0.05))
 
         threads = [threading.Thread(target=stream) for _ in range(20)]
         for thread in threads:

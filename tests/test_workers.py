@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from service.proto.stt.v1 import stt_pb2_grpc
-from tests.server_harness import final_texts, free_port, speech_audio, stream_requests
+from tests.server_harness import final_texts, finals_or_error, free_port, speech_audio, stream_requests
 from tests.test_end_to_end import wait_serving
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,8 +66,27 @@ def own_channel(port: int) -> grpc.Channel:
 
 def stop(process: subprocess.Popen) -> None:
     if process.poll() is None:
-        process.kill()
-        process.wait()
+        process.terminate()  # the supervisor drains its workers
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def worker_pids(log_path: Path) -> list[int]:
+    return [int(p) for p in re.findall(r"worker started worker=\d+ pid=(\d+)", log_path.read_text())]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is dead too (its parent, the killed supervisor, is gone; init reaps it soon)
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def test_workers_share_the_port_the_limit_and_the_metrics_and_drain_on_sigterm(tiny_model_dir, audio, tmp_path):
@@ -82,12 +101,7 @@ def test_workers_share_the_port_the_limit_and_the_metrics_and_drain_on_sigterm(t
 
         def stream() -> None:  # about 2.9 s of sending at twice real time
             with own_channel(port) as channel:
-                try:
-                    responses = stt_pb2_grpc.SpeechStub(channel).StreamingRecognize(
-                        stream_requests(audio, pace_s=0.05), timeout=60)
-                    results.append(final_texts(responses))
-                except grpc.RpcError as err:
-                    results.append(err)
+                results.append(finals_or_error(channel, audio, pace_s=0.05))
 
         threads = [threading.Thread(target=stream) for _ in range(n)]
         for thread in threads:
@@ -236,5 +250,25 @@ def test_ipv6_any_address_as_grpc_spells_it(tiny_model_dir, tmp_path):
         assert metric(metrics_port, "stt_workers_serving") == 2
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0
+    finally:
+        stop(process)
+
+
+def test_workers_exit_when_the_supervisor_is_killed(tiny_model_dir, tmp_path):
+    """SIGKILL leaves the supervisor no chance to stop its workers: they notice on their own
+    (parent-death signal) and drain, instead of serving on as orphans."""
+    log_path = tmp_path / "server.log"
+    process, port, _metrics_port = start(tiny_model_dir, log_path, grace_s=2.0)
+    try:
+        wait_all_serving(process, port, log_path)
+        pids = worker_pids(log_path)
+        assert len(pids) == WORKERS and all(alive(pid) for pid in pids)
+        process.kill()
+        process.wait()
+        deadline = time.monotonic() + 20
+        while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(alive(pid) for pid in pids), log_path.read_text()[-3000:]
+        assert log_path.read_text().count("draining") == WORKERS
     finally:
         stop(process)
