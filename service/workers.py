@@ -119,6 +119,7 @@ class Supervisor:
         self._stopping = False
         self._restarts: list[float] = []
         self._serving = [False] * settings.workers
+        self._signal: int | None = None
 
     def _start(self, index: int, settings: Settings) -> None:
         self._counts[index] = 0
@@ -135,8 +136,8 @@ class Supervisor:
                 os.kill(proc.pid, sig)
 
     def _on_signal(self, signum, _frame) -> None:
-        if not self._stopping:
-            log.info("stopping workers", extra={"signal": signal.Signals(signum).name})
+        # No logging here: the handler may interrupt the main thread inside a logging call.
+        self._signal = self._signal or signum
         self._stopping = True
 
     def run(self) -> int:
@@ -198,6 +199,8 @@ class Supervisor:
 
     def _stop(self, directory: str) -> int:
         """SIGTERM every worker (each drains for the grace period), wait, kill stragglers."""
+        if self._signal is not None:
+            log.info("stopping workers", extra={"signal": signal.Signals(self._signal).name})
         self._stopping = True
         self._serving[:] = [False] * len(self._serving)
         self._signal_all(signal.SIGTERM)
