@@ -9,7 +9,7 @@ from collections.abc import Callable
 from http.server import ThreadingHTTPServer
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 # Latency buckets in seconds: partial/final results are expected within tens to hundreds of ms.
@@ -75,27 +75,31 @@ def serve_metrics(port: int, host: str = "0.0.0.0", registry: CollectorRegistry 
     return server
 
 
-class WorkersServing(Collector):
-    """``stt_workers_serving``: worker processes that loaded the model and take streams
-    (STT_WORKERS > 1 only; the supervisor's own gauge, read when scraped)."""
+class SupervisorMetrics(Collector):
+    """The supervisor's own series (STT_WORKERS > 1), read when scraped:
+    ``stt_workers_serving`` (workers that loaded the model and take streams) and
+    ``stt_worker_restarts_total`` (workers that died while serving and were replaced)."""
 
-    def __init__(self, count: Callable[[], int]) -> None:
-        self._count = count
+    def __init__(self, serving: Callable[[], int], restarts: Callable[[], int]) -> None:
+        self._serving = serving
+        self._restarts = restarts
 
     def collect(self):
         yield GaugeMetricFamily("stt_workers_serving", "Worker processes serving (STT_WORKERS > 1).",
-                                value=self._count())
+                                value=self._serving())
+        yield CounterMetricFamily("stt_worker_restarts", "Worker processes that died while serving and were replaced.",
+                                  value=self._restarts())
 
 
-def serve_multiprocess_metrics(port: int, host: str, directory: str, serving: Callable[[], int]) -> ThreadingHTTPServer:
+def serve_multiprocess_metrics(port: int, host: str, directory: str, supervisor: Collector) -> ThreadingHTTPServer:
     """/metrics of all worker processes: the files they write under ``directory``
     (PROMETHEUS_MULTIPROC_DIR), summed per metric by each metric's multiprocess_mode,
-    plus ``stt_workers_serving`` from ``serving()``."""
+    plus the ``supervisor``'s own series (SupervisorMetrics)."""
     from prometheus_client import multiprocess
 
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=directory)
-    registry.register(WorkersServing(serving))
+    registry.register(supervisor)
     return serve_metrics(port, host, registry)
 
 

@@ -120,6 +120,7 @@ class Supervisor:
         self._restarts: list[float] = []
         self._serving = [False] * settings.workers
         self._signal: int | None = None
+        self._restarted = 0  # workers replaced after dying while serving
 
     def _start(self, index: int, settings: Settings) -> None:
         self._counts[index] = 0
@@ -153,8 +154,8 @@ class Supervisor:
         try:
             port = reserved.getsockname()[1]
             worker_settings = self.settings.model_copy(update={"port": port, "workers": 1})
-            http = metrics.serve_multiprocess_metrics(self.settings.metrics_port, self.settings.host, directory,
-                                                      lambda: sum(self._serving))
+            own = metrics.SupervisorMetrics(lambda: sum(self._serving), lambda: self._restarted)
+            http = metrics.serve_multiprocess_metrics(self.settings.metrics_port, self.settings.host, directory, own)
             log.info("supervisor started", extra={"port": port, "metrics_port": http.server_port,
                                                   "workers": self.settings.workers})
             for index in range(self.settings.workers):
@@ -194,6 +195,7 @@ class Supervisor:
                     return 1
                 log.error("worker died; restarting", extra={"worker": index, "exit_code": proc.exitcode})
                 serving[index] = False
+                self._restarted += 1
                 self._start(index, worker_settings)
         return 0
 

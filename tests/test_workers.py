@@ -96,6 +96,7 @@ def test_workers_share_the_port_the_limit_and_the_metrics_and_drain_on_sigterm(t
         wait_all_serving(process, port, log_path)
         assert metric(metrics_port, "stt_max_streams") == 200
         assert metric(metrics_port, "stt_workers_serving") == WORKERS
+        assert metric(metrics_port, "stt_worker_restarts_total") == 0
         n = 16  # P(all 16 connections hashed onto one of 2 workers) = 2 ** -15
         results: list = []
 
@@ -197,6 +198,7 @@ def test_a_killed_worker_is_replaced_and_its_slots_freed(tiny_model_dir, audio, 
             assert time.monotonic() < deadline and process.poll() is None, log_path.read_text()[-3000:]
             time.sleep(0.1)
         assert "worker died; restarting worker=0" in log_path.read_text()
+        assert metric(metrics_port, "stt_worker_restarts_total") == 1
         survivors = int(metric(metrics_port, "stt_active_streams"))  # worker 1's streams; worker 0's are gone
         for _ in range(4 - survivors):  # the dead worker's slots were given back
             hold()
