@@ -32,6 +32,7 @@ class Utterance:
     path: str
     text: str
     duration: float
+    augment: str = ""  # the corpus builder's augmentation ("clean", "noise", "tel", ...); "" for other data
 
 
 def read_manifest(path: Path) -> list[Utterance]:
@@ -47,7 +48,8 @@ def read_manifest(path: Path) -> list[Utterance]:
                 out.append(Utterance(wav.strip(), normalize(texts[uid]), info.duration))
         return out
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [Utterance(r["audio_filepath"], normalize(r["text"]), float(r["duration"])) for r in rows]
+    return [Utterance(r["audio_filepath"], normalize(r["text"]), float(r["duration"]), r.get("augment", ""))
+            for r in rows]
 
 
 def load_audio(path: str, sample_rate: int = 16000) -> np.ndarray:

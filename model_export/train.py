@@ -267,6 +267,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--guided-until", type=int, default=3000)
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--no-spec-augment", dest="spec_augment", action="store_false")
+    p.add_argument("--clean-first", type=int, default=0,
+                   help="curriculum: train on the manifest's clean utterances (augment 'clean' or none) for this "
+                        "many steps, then on all (measured: noisy speech from the start holds CTC on its plateau)")
     p.add_argument("--ckpt-every", type=int, default=200)
     p.add_argument("--average", type=int, default=5)
     p.add_argument("--dev-utts", type=int, default=120)
@@ -314,9 +317,16 @@ def train(args: argparse.Namespace) -> Path:
     model.train()
     t0, audio_s = time.time(), 0.0
     stop_at = min(args.steps, step + args.max_steps_this_run) if args.max_steps_this_run else args.steps
+    clean = [i for i, u in enumerate(train_set.utts) if u.augment in ("", "clean")]
+    if args.clean_first and not clean:
+        raise SystemExit(f"--clean-first {args.clean_first}: {args.train} has no clean utterances (augment 'clean')")
+    if args.clean_first:
+        log.info("curriculum: %d clean utterances of %d until step %d", len(clean), len(train_set), args.clean_first)
     while step < stop_at:
         rng = random.Random(args.seed * 1000 + epoch)
-        batches = make_batches(lengths, args.max_frames, rng, sort=(epoch == 0))
+        pool = clean if step < args.clean_first else range(len(lengths))
+        batches = [[pool[i] for i in b] for b in make_batches([lengths[i] for i in pool], args.max_frames, rng,
+                                                              sort=(epoch == 0))]
         while pos < len(batches) and step < stop_at:
             batch = collate(train_set, batches[pos], model.cfg.subsampling).to(device)
             for g in opt.param_groups:
@@ -327,6 +337,9 @@ def train(args: argparse.Namespace) -> Path:
             gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             opt.step()
             step, pos = step + 1, pos + 1
+            switch = step == args.clean_first  # curriculum: the whole corpus from a new epoch on
+            if switch:
+                epoch, pos = epoch + 1, 0
             audio_s += float(batch.feat_lens.sum()) / 100
             if step % 25 == 0:
                 el = time.time() - t0
@@ -341,6 +354,10 @@ def train(args: argparse.Namespace) -> Path:
                     old.unlink()
             if step % args.eval_every == 0:
                 log.info("eval step %d: %s", step, json.dumps(evaluate(model, dev_set, tok, args.dev_utts)))
+            if switch:
+                log.info("curriculum: clean speech done at step %d; all %d utterances from epoch %d", step,
+                         len(train_set), epoch)
+                break
         if pos >= len(batches):
             epoch, pos = epoch + 1, 0
             log.info("epoch %d done: %s", epoch, json.dumps(evaluate(model, dev_set, tok, args.dev_utts)))

@@ -124,3 +124,33 @@ def test_asking_for_a_gpu_without_one_is_a_clear_error():
     assert pick_device("auto") == torch.device("cpu")
     with pytest.raises(SystemExit, match="no CUDA GPU"):
         pick_device("cuda")
+
+
+def test_clean_first_curriculum_then_everything_and_resumes_at_the_switch(tiny_corpus, tmp_path, monkeypatch):
+    import model_export.train as train_mod
+
+    rows = [json.loads(line) for line in (tiny_corpus / "train.jsonl").read_text().splitlines()]
+    for i, row in enumerate(rows):
+        row["augment"] = "clean" if i < 5 else "noise"
+    manifest = tmp_path / "train.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    seen: list[list[int]] = []
+    real_collate = train_mod.collate
+
+    def spy(fs, idx, subsampling):  # records which utterances each training step used
+        if fs.utts[0].path == rows[0]["audio_filepath"]:
+            seen.append(list(idx))
+        return real_collate(fs, idx, subsampling)
+
+    monkeypatch.setattr(train_mod, "collate", spy)
+    out = tmp_path / "run"
+    common = ["--train", str(manifest), "--dev", str(tiny_corpus / "dev.jsonl"), "--out", str(out), "--size", "tiny",
+              "--ckpt-every", "1", "--eval-every", "1000", "--window-from", "100", "--warmup", "2", "--threads", "1",
+              "--workers", "1", "--dev-utts", "2", "--max-frames", "1000", "--clean-first", "4", "--steps", "12"]
+    train_main(common + ["--max-steps-this-run", "4"])  # stops right at the switch
+    assert len(seen) == 4 and all(i < 5 for batch in seen for i in batch), seen
+    switch = torch.load(out / "ckpt-4.pt", weights_only=False)
+    assert switch["pos"] == 0 and switch["epoch"] >= 1  # the resumed run starts the full corpus afresh
+    train_main(common)
+    assert any(i >= 5 for batch in seen[4:] for i in batch), seen
+    assert (out / "final.pt").exists()
