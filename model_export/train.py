@@ -175,7 +175,9 @@ def evaluate(model: AttentionModel, dev: FeatureSet, tok: Tokenizer, n: int) -> 
         ctc_hyps += [tok.decode(h) for h in ctc_greedy(model, batch.feats, batch.feat_lens, tok)]
         refs += [dev.utts[i].text for i in idx[start:start + 16]]
     model.train()
+    # CER too: early in training WER sits near or above 100 % and hides progress.
     return {"dev_wer_att_full_greedy": jiwer.wer(refs, att_hyps), "dev_wer_ctc_greedy": jiwer.wer(refs, ctc_hyps),
+            "dev_cer_att_full_greedy": jiwer.cer(refs, att_hyps), "dev_cer_ctc_greedy": jiwer.cer(refs, ctc_hyps),
             "example_ref": refs[0], "example_hyp": att_hyps[0]}
 
 
