@@ -52,13 +52,19 @@ async def _first(*aws: asyncio.Future) -> None:
 
 
 async def serve(settings: Settings, worker: WorkerContext | None = None) -> int:
-    """Run until SIGTERM/SIGINT (a worker: SIGTERM from its supervisor); returns the exit status."""
+    """Run until SIGTERM/SIGINT (a worker: SIGTERM from its supervisor); returns the exit status.
+
+    Alone, the server binds first and answers health checks with NOT_SERVING while the
+    model loads. A worker binds only once its model is loaded: on a shared port the kernel
+    would hand it new connections that it could only refuse, while the other workers serve.
+    """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM,) if worker else (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     server = SttServer(settings, worker.slots if worker else None, serve_metrics=worker is None)
-    await server.start()
+    if worker is None:
+        await server.start()
     started = time.monotonic()
     loading = loop.run_in_executor(None, load_recognizer, settings)
     stopping = asyncio.ensure_future(stop.wait())
@@ -74,9 +80,11 @@ async def serve(settings: Settings, worker: WorkerContext | None = None) -> int:
         await server.drain(0)
         return 1
     log.info("model loaded", extra={"model_dir": str(settings.model_dir), "load_s": round(time.monotonic() - started, 3)})
+    if worker is not None:
+        await server.start()
     await server.set_engine(recognizer)
-    if worker:
-        worker.ready.set()
+    if worker is not None:
+        worker.announce_serving()
     await stopping
     try:
         await server.drain()

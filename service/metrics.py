@@ -5,12 +5,18 @@ Names follow docs/ARCHITECTURE.md; the deployment's alerts and dashboard use the
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from http.server import ThreadingHTTPServer
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+# With PROMETHEUS_MULTIPROC_DIR set, prometheus_client opens a file there as soon as a metric
+# below is created: an operator-chosen directory that does not exist yet must not crash the import.
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 
 # Latency buckets in seconds: partial/final results are expected within tens to hundreds of ms.
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0)

@@ -125,11 +125,14 @@ def stream_requests(
         stall.wait(30)
 
 
-def finals_or_error(channel: grpc.Channel, audio: np.ndarray, pace_s: float) -> list[str] | grpc.RpcError:
-    """One paced StreamingRecognize on ``channel``: its final texts, or the error that ended it."""
+def finals_or_error(
+    channel: grpc.Channel, audio: np.ndarray, pace_s: float, stall: threading.Event | None = None
+) -> list[str] | grpc.RpcError:
+    """One paced StreamingRecognize on ``channel`` (held open until ``stall`` is set): its
+    final texts, or the error that ended it."""
     try:
         return final_texts(stt_pb2_grpc.SpeechStub(channel).StreamingRecognize(
-            stream_requests(audio, pace_s=pace_s), timeout=60))
+            stream_requests(audio, pace_s=pace_s, stall=stall), timeout=60))
     except grpc.RpcError as err:
         return err
 

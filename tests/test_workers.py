@@ -32,12 +32,16 @@ def audio() -> np.ndarray:
     return speech_audio()
 
 
-def start(model_dir: Path, log_path: Path, *flags: str, grace_s: float = 20.0) -> tuple[subprocess.Popen, int, int]:
-    port, metrics_port = free_port(), free_port()
-    env = {**os.environ, "STT_HOST": "127.0.0.1", "STT_DRAIN_GRACE_SECONDS": str(grace_s), "STT_LOG_FORMAT": "text"}
+def start(model_dir: Path, log_path: Path, *flags: str, grace_s: float = 20.0, port: int | None = None,
+          env: dict[str, str] | None = None) -> tuple[subprocess.Popen, int, int]:
+    port, metrics_port = port or free_port(), free_port()
+    env = {**os.environ, "STT_HOST": "127.0.0.1", "STT_DRAIN_GRACE_SECONDS": str(grace_s), "STT_LOG_FORMAT": "text",
+           **(env or {})}
     process = subprocess.Popen(
         [sys.executable, "-m", "service", "--workers", str(WORKERS), "--port", str(port),
-         "--metrics-port", str(metrics_port), "--model-dir", str(model_dir), "--inference-threads", "1", *flags],
+         "--metrics-port", str(metrics_port), "--model-dir", str(model_dir), "--inference-threads", "1",
+         # Streams held open by these tests may wait on a busy test machine: not the timeout under test.
+         "--idle-timeout-seconds", "60", *flags],
         cwd=ROOT, env=env, stdout=open(log_path, "w"), stderr=subprocess.STDOUT,
     )
     return process, port, metrics_port
@@ -89,9 +93,29 @@ def alive(pid: int) -> bool:
         return False
 
 
+def connections_to(pid: int, port: int) -> int:
+    """Established TCP connections that process ``pid`` accepted on ``port`` (from /proc)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local_port, state, inode = int(fields[1].rsplit(":", 1)[1], 16), fields[3], fields[9]
+            count += local_port == port and state == "01" and inode in inodes  # 01: ESTABLISHED
+    return count
+
+
 def test_workers_share_the_port_the_limit_and_the_metrics_and_drain_on_sigterm(tiny_model_dir, audio, tmp_path):
     log_path = tmp_path / "server.log"
     process, port, metrics_port = start(tiny_model_dir, log_path)
+    release = threading.Event()
     try:
         wait_all_serving(process, port, log_path)
         assert metric(metrics_port, "stt_max_streams") == 200
@@ -100,9 +124,9 @@ def test_workers_share_the_port_the_limit_and_the_metrics_and_drain_on_sigterm(t
         n = 16  # P(all 16 connections hashed onto one of 2 workers) = 2 ** -15
         results: list = []
 
-        def stream() -> None:  # about 2.9 s of sending at twice real time
+        def stream() -> None:  # sends the audio, then holds the stream open until released
             with own_channel(port) as channel:
-                results.append(finals_or_error(channel, audio, pace_s=0.05))
+                results.append(finals_or_error(channel, audio, pace_s=0.01, stall=release))
 
         threads = [threading.Thread(target=stream) for _ in range(n)]
         for thread in threads:
@@ -113,6 +137,8 @@ def test_workers_share_the_port_the_limit_and_the_metrics_and_drain_on_sigterm(t
         assert metric(metrics_port, "stt_active_streams") == n, "the supervisor's /metrics sums the workers"
         process.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
+        time.sleep(0.5)  # the workers drain: the streams they hold still get their finals
+        release.set()
         for thread in threads:
             thread.join(60)
         assert process.wait(30) == 0
@@ -124,6 +150,7 @@ def test_workers_share_the_port_the_limit_and_the_metrics_and_drain_on_sigterm(t
         assert served_by == {"0", "1"}, log[-3000:]
         assert log.count("draining") == WORKERS and "workers stopped exit_code=0" in log
     finally:
+        release.set()
         stop(process)
 
 
@@ -192,14 +219,16 @@ def test_a_killed_worker_is_replaced_and_its_slots_freed(tiny_model_dir, audio, 
         for _ in range(4):  # fill the server; the kernel spreads the connections over both workers
             hold()
         wait_active(4)
-        os.kill(pids[0], signal.SIGKILL)
+        victim = max(pids, key=lambda w: connections_to(pids[w], port))  # one that holds streams
+        os.kill(pids[victim], signal.SIGKILL)
         deadline = time.monotonic() + 60
-        while log_path.read_text().count("worker serving worker=0") < 2:
+        while log_path.read_text().count(f"worker serving worker={victim}") < 2:
             assert time.monotonic() < deadline and process.poll() is None, log_path.read_text()[-3000:]
             time.sleep(0.1)
-        assert "worker died; restarting worker=0" in log_path.read_text()
+        assert f"worker died; restarting worker={victim}" in log_path.read_text()
         assert metric(metrics_port, "stt_worker_restarts_total") == 1
-        survivors = int(metric(metrics_port, "stt_active_streams"))  # worker 1's streams; worker 0's are gone
+        survivors = int(metric(metrics_port, "stt_active_streams"))  # the other worker's streams
+        assert survivors < 4, "the killed worker's streams are no longer counted"
         for _ in range(4 - survivors):  # the dead worker's slots were given back
             hold()
         wait_active(4)
@@ -274,3 +303,58 @@ def test_workers_exit_when_the_supervisor_is_killed(tiny_model_dir, tmp_path):
         assert log_path.read_text().count("draining") == WORKERS
     finally:
         stop(process)
+
+
+def test_a_second_server_cannot_share_a_busy_port(tiny_model_dir, tmp_path):
+    """SO_REUSEPORT would let a second server join the first one's port and take half its
+    connections: it must refuse to start instead. Also: a metrics directory given by the
+    operator keeps its other files (only stale counter files, *.db, go) and is created when missing."""
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    (metrics_dir / "keep.txt").write_text("not ours")
+    (metrics_dir / "counter_123.db").write_bytes(b"stale")
+    first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
+    first, port, _ = start(tiny_model_dir, first_log, env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)})
+    try:
+        wait_all_serving(first, port, first_log)
+        assert (metrics_dir / "keep.txt").exists() and not (metrics_dir / "counter_123.db").exists()
+        second, _, _ = start(tiny_model_dir, second_log, port=port, env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "m2")})
+        try:
+            assert second.wait(60) == 1
+        finally:
+            stop(second)
+        log = second_log.read_text()
+        assert "cannot bind the gRPC port" in log and "worker started" not in log, log[-3000:]
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(30) == 0
+    finally:
+        stop(first)
+
+
+def _take_a_slot_and_hang(slots) -> None:
+    slots._lock.acquire()  # killed inside try_acquire's critical section, as an OOM kill could
+    slots._counts[slots._index] += 1
+    time.sleep(600)
+
+
+def test_a_worker_killed_holding_the_slot_lock_does_not_block_the_others(tmp_path):
+    from service.config import load_settings
+    from service.workers import SharedSlots, Supervisor
+
+    supervisor = Supervisor(load_settings(["--workers", "2"]))
+    dying = SharedSlots(supervisor._counts, supervisor._slot_lock, 0)
+    proc = supervisor._ctx.Process(target=_take_a_slot_and_hang, args=(dying,))
+    proc.start()
+    deadline = time.monotonic() + 30
+    while supervisor._counts[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.kill()
+    proc.join()
+    other = SharedSlots(supervisor._counts, supervisor._slot_lock, 1)
+    assert not other.try_acquire(4), "the lock of the dead worker is still held: refused, not hung"
+    supervisor._procs[0] = proc
+    supervisor._forget(0, str(tmp_path))  # what the supervisor does when it sees the worker dead
+    assert supervisor._counts[0] == 0
+    assert other.try_acquire(4) and other.try_acquire(4) and supervisor._counts[1] == 2
+    other.release()
+    assert supervisor._counts[1] == 1
