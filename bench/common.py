@@ -115,23 +115,15 @@ def process_tree(pid: int) -> list[int]:
     return tree
 
 
-def _tree_sum(pid: int, measure) -> float:
-    total = 0
+def _tree_each(pid: int, measure) -> dict[int, float]:
+    """``measure(p)`` of the process and each live descendant, by pid."""
+    out = {}
     for p in process_tree(pid):
         try:
-            total += measure(p)
+            out[p] = measure(p)
         except Exception:  # noqa: BLE001 - exited between listing and reading (OSError or psutil.NoSuchProcess)
             pass
-    return total
-
-
-def tree_cpu_seconds(pid: int) -> float:
-    """CPU seconds of the process and its live descendants."""
-    return float(_tree_sum(pid, cpu_seconds))
-
-
-def tree_rss_bytes(pid: int) -> int:
-    return int(_tree_sum(pid, rss_bytes))
+    return out
 
 
 def cpu_seconds(pid: int) -> float:
@@ -157,7 +149,8 @@ class Sample:
 @dataclass
 class ProcessSampler:
     """Samples the CPU % and RSS of a process and its descendants (workers) every ``interval_s``
-    in a background thread. A worker that exits between samples makes that sample's CPU low."""
+    in a background thread. CPU is summed per process over the interval: a worker that exits
+    drops out (its last interval's CPU is lost), a new one counts from its start."""
 
     pid: int
     interval_s: float = 0.5
@@ -176,21 +169,24 @@ class ProcessSampler:
         self._stop.set()
         self._thread.join(5)
 
+    def _each(self, measure) -> dict[int, float]:
+        return _tree_each(self.pid, measure) if self.tree else {self.pid: measure(self.pid)}
+
     def _run(self) -> None:
         start = last_t = time.monotonic()
-        cpu_of, rss_of = (tree_cpu_seconds, tree_rss_bytes) if self.tree else (cpu_seconds, rss_bytes)
-        last_cpu = cpu_of(self.pid)
+        last_cpu = self._each(cpu_seconds)
         while not self._stop.wait(self.interval_s):
-            now, cpu = time.monotonic(), cpu_of(self.pid)
-            self.samples.append(Sample(now - start, 100.0 * (cpu - last_cpu) / max(now - last_t, 1e-9),
-                                       rss_of(self.pid)))
+            now, cpu = time.monotonic(), self._each(cpu_seconds)
+            used = sum(c - last_cpu.get(p, 0.0) for p, c in cpu.items())
+            self.samples.append(Sample(now - start, 100.0 * used / max(now - last_t, 1e-9),
+                                       int(sum(self._each(rss_bytes).values()))))
             last_t, last_cpu = now, cpu
 
     def mean_cpu(self) -> float:
         return float(np.mean([s.cpu_percent for s in self.samples])) if self.samples else float("nan")
 
     def max_rss(self) -> int:
-        return max((s.rss for s in self.samples), default=tree_rss_bytes(self.pid))
+        return max((s.rss for s in self.samples), default=int(sum(self._each(rss_bytes).values())))
 
 
 # --- the server ---------------------------------------------------------------------------------------
@@ -232,7 +228,7 @@ class ServerProcess:
         )
         self.pid = self.process.pid
         self._wait_serving(startup_timeout_s)
-        workers = int(_flags(extra_args or []).get("workers", (env or {}).get("STT_WORKERS", 1)))
+        workers = int(_flags(extra_args or []).get("workers", {**os.environ, **(env or {})}.get("STT_WORKERS", 1)))
         while workers > 1 and self.metric("stt_workers_serving") < workers:  # health answered from one of them
             if time.monotonic() - started > startup_timeout_s:
                 raise TimeoutError(f"not all {workers} workers started")
