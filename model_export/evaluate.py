@@ -28,7 +28,7 @@ import numpy as np
 
 from model_export.data import load_audio, read_manifest
 from service.pipeline.ctc_prefix import DEFAULT_CTC_WEIGHT
-from service.pipeline.decoder import DEFAULT_BEAM_SIZE, DecodeOptions, decode_offline
+from service.pipeline.decoder import DEFAULT_BEAM_SIZE, DEFAULT_BEAM_THRESHOLD, DecodeOptions, decode_offline
 from service.pipeline.lm import DEFAULT_LM_WEIGHT
 from service.pipeline.encoder import encode_offline
 from service.pipeline.features import compute_features
@@ -78,6 +78,8 @@ def main() -> None:
     p.add_argument("--int8-dir", type=Path)
     p.add_argument("--limit", type=int, default=0)
     p.add_argument("--beam", type=int, default=DEFAULT_BEAM_SIZE, help="beam width (default: the service's)")
+    p.add_argument("--beam-threshold", type=float, default=DEFAULT_BEAM_THRESHOLD,
+                   help="beam pruning in log-prob below the best (0: off; default: the service's)")
     p.add_argument("--ctc-weight", type=float, default=DEFAULT_CTC_WEIGHT,
                    help="joint CTC/attention scoring weight (0: attention only; default: the service's)")
     p.add_argument("--lm-weight", type=float, default=DEFAULT_LM_WEIGHT,
@@ -90,9 +92,10 @@ def main() -> None:
     refs = [u.text for u in utts]
     hours = sum(len(a) for a in audios) / 16000 / 3600
     rec = Recognizer(args.model_dir, inference_threads=1, lm_weight=args.lm_weight)
-    options = DecodeOptions(beam_size=args.beam, ctc_weight=args.ctc_weight, lm_weight=rec.lm_weight)
+    options = DecodeOptions(beam_size=args.beam, ctc_weight=args.ctc_weight, lm_weight=rec.lm_weight,
+                            beam_threshold=args.beam_threshold)
     report: dict = {"manifest": str(args.manifest), "utterances": len(utts), "hours": round(hours, 3),
-                    "beam": args.beam, "ctc_weight": options.ctc_weight, "lm_weight": options.lm_weight}
+                    "beam": args.beam, "beam_threshold": args.beam_threshold, "ctc_weight": options.ctc_weight, "lm_weight": options.lm_weight}
     if args.checkpoint:
         report["full_attention_offline"] = score(refs, full_attention(args.checkpoint, audios))
     t0 = time.perf_counter()

@@ -44,6 +44,7 @@ def load_recognizer(settings: Settings):
         ctc_weight=settings.ctc_weight,
         lm_weight=settings.lm_weight,
         beam_size=settings.beam_size,
+        beam_threshold=settings.beam_threshold,
     )
 
 

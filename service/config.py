@@ -14,7 +14,7 @@ from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
 
 from service.pipeline.ctc_prefix import DEFAULT_CTC_WEIGHT
 from service.pipeline.lm import DEFAULT_LM_WEIGHT
-from service.pipeline.decoder import DEFAULT_BEAM_SIZE
+from service.pipeline.decoder import DEFAULT_BEAM_SIZE, DEFAULT_BEAM_THRESHOLD
 
 # The trained model shipped inside the package (see service/models/default/MODEL_CARD.md).
 BUNDLED_MODEL_DIR = pathlib.Path(__file__).resolve().parent / "models" / "default"
@@ -54,6 +54,8 @@ class Settings(BaseSettings):
                              description="language model weight (shallow fusion) when the model folder has an lm.onnx; 0: off")
     beam_size: int = Field(DEFAULT_BEAM_SIZE, ge=1, le=16,
                            description="decoder beam width for requests that leave beam_size at 0 (1: greedy)")
+    beam_threshold: float = Field(DEFAULT_BEAM_THRESHOLD, ge=0.0, le=1000.0,
+                                  description="beam pruning: drop hypotheses this far (log-prob) below the best; 0: off")
 
     # Limits.
     max_streams: int = Field(200, ge=1, description="concurrent recognition RPCs; more get RESOURCE_EXHAUSTED")

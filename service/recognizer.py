@@ -14,7 +14,7 @@ from service import metrics
 from service.pipeline.assembly import Assembler
 from service.pipeline.batcher import MicroBatcher
 from service.pipeline.ctc_prefix import DEFAULT_CTC_WEIGHT
-from service.pipeline.decoder import DEFAULT_BEAM_SIZE, DecodeOptions, DecoderGraph
+from service.pipeline.decoder import DEFAULT_BEAM_SIZE, DEFAULT_BEAM_THRESHOLD, DecodeOptions, DecoderGraph
 from service.pipeline.encoder import EncoderGraph
 from service.pipeline.lm import DEFAULT_LM_WEIGHT, LM_BATCH_AXES, LmGraph
 from service.pipeline.model_info import ModelFileError, ModelInfo, create_session
@@ -32,7 +32,7 @@ class Recognizer:
     def __init__(self, model_dir: Path = DEFAULT_MODEL_DIR, *, inference_threads: int = 2,
                  batch_max_size: int = 64, batch_max_wait_ms: float = 0.0, chunk_frames: int = 16,
                  ctc_weight: float = DEFAULT_CTC_WEIGHT, beam_size: int = DEFAULT_BEAM_SIZE,
-                 lm_weight: float = DEFAULT_LM_WEIGHT) -> None:
+                 beam_threshold: float = DEFAULT_BEAM_THRESHOLD, lm_weight: float = DEFAULT_LM_WEIGHT) -> None:
         model_dir = Path(model_dir)
         enc_session = create_session(model_dir / "encoder.onnx")
         dec_session = create_session(model_dir / "decoder.onnx")
@@ -43,6 +43,7 @@ class Recognizer:
         self.chunk_frames = chunk_frames  # feature frames per encoder call (10 ms each)
         self.ctc_weight = ctc_weight  # joint CTC/attention decoding weight for requests that leave it unset
         self.beam_size = beam_size  # beam width for requests that leave it unset
+        self.beam_threshold = beam_threshold  # score pruning (log-prob below the best; 0: off)
         self.tokenizer = Tokenizer(self.info.vocab)
         self.encoder = EncoderGraph(enc_session, self.info)
         self.decoder = DecoderGraph(dec_session)
@@ -86,6 +87,8 @@ class Recognizer:
             options = dataclasses.replace(options, ctc_weight=self.ctc_weight)
         if options.beam_size is None:
             options = dataclasses.replace(options, beam_size=max(self.beam_size, options.min_beam_size))
+        if options.beam_threshold is None:
+            options = dataclasses.replace(options, beam_threshold=self.beam_threshold)
         if options.lm_weight is None:
             options = dataclasses.replace(options, lm_weight=self.lm_weight)
         return SegmentRecognizer(self, offset_s, options)

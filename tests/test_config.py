@@ -32,6 +32,7 @@ def test_environment_and_flags(monkeypatch):
     [
         (["--port", "70000"], "STT_PORT"),
         (["--max-streams", "0"], "STT_MAX_STREAMS"),
+        (["--beam-threshold", "-1"], "STT_BEAM_THRESHOLD"),
         (["--log-format", "xml"], "STT_LOG_FORMAT"),
         (["--port", "9000", "--metrics-port", "9000"], "must differ"),
         (["--tls-client-ca-file", "/etc/hostname"], "mTLS"),

@@ -102,6 +102,37 @@ def test_an_end_proposed_in_a_pause_waits_for_the_segment_end(bundled_graphs, be
         assert got.nbest()[0].tokens == ref.nbest()[0].tokens
 
 
+def test_beam_threshold_prunes_only_hypotheses_below_the_floor(bundled_graphs):
+    """Score pruning on the trained model: after every step each surviving hypothesis is within
+    the threshold of the step's best, pruning does leave the beam short somewhere (else the test
+    proves nothing), a threshold too wide to bite equals no pruning, and streaming under random
+    chunkings still equals offline decoding."""
+    info, enc, dec = bundled_graphs
+    audio = np.concatenate([synthesize("please call me back tomorrow morning"), silence(0.3)])
+    store = encode_offline(enc, audio)
+    threshold, beam = 2.0, 4
+    options = DecodeOptions(beam_size=beam, ctc_weight=0.3, beam_threshold=threshold)
+    decoder, short_steps = WindowedDecoder(info, options), 0
+    while (req := decoder.next_step(store, ended=True)) is not None:
+        finished_before = len(decoder.finished)
+        decoder.apply(req, dec.run(req.inputs))
+        step = [h.score for h in decoder.active + decoder.finished[finished_before:]]
+        if step:
+            assert min(step) >= max(step) - threshold - 1e-9
+            short_steps += len(step) < beam
+    assert short_steps > 0, "the threshold never pruned: the test proves nothing"
+    assert decoder.nbest()[0].tokens
+
+    def nbest(opts):
+        return [(h.tokens, round(h.score, 6)) for h in decode_offline(dec, info, store, opts).nbest()]
+    assert nbest(DecodeOptions(beam_size=beam, ctc_weight=0.3, beam_threshold=1e6)) == \
+        nbest(DecodeOptions(beam_size=beam, ctc_weight=0.3, beam_threshold=0.0))
+    for seed in range(2):
+        got, _, early_steps = streaming(info, enc, dec, audio, options, np.random.default_rng(seed))
+        assert early_steps > 0
+        assert [h.tokens for h in got.nbest()] == [h.tokens for h in decoder.nbest()]
+
+
 def test_window_only_moves_forward_and_respects_bounds(graphs):
     info, enc, dec = graphs
     audio = synthesize("one two three four five six seven")
@@ -202,3 +233,15 @@ def test_beam_width_comes_from_the_request_or_the_server_default(tiny_model_dir,
                           beam_size=request_beam)
     segment = recognizer.new_segment(0.0, config.decode_options())
     assert segment.decoder.options.beam_size == expected
+
+
+@pytest.mark.parametrize("argv,server_threshold", [([], 0.0), (["--beam-threshold", "3.5"], 3.5)])
+def test_beam_threshold_comes_from_the_server_setting(tiny_model_dir, monkeypatch, argv, server_threshold):
+    from service.config import load_settings
+    from service.recognizer import Recognizer
+
+    monkeypatch.setenv("STT_BEAM_THRESHOLD", "0")  # the flag, when given, overrides the environment
+    settings = load_settings(argv)
+    assert settings.beam_threshold == server_threshold
+    recognizer = Recognizer(tiny_model_dir, inference_threads=1, beam_threshold=settings.beam_threshold)
+    assert recognizer.new_segment(0.0, DecodeOptions(beam_size=None)).decoder.options.beam_threshold == server_threshold
