@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.decoder_rtf                        # 48 dev utterances, beams 4 and 1
     .venv/bin/python -m bench.decoder_rtf --group 8              # 8 utterances per segment (~27 s)
+    .venv/bin/python -m bench.decoder_rtf --beams 4 --thresholds 0,6,2   # beam pruning side by side
 
 The speech is encoded once (not timed); then every segment is decoded offline
 (service/pipeline/decoder.py, as the service decodes it) and the process CPU time is
@@ -11,7 +12,8 @@ steps, CTC prefix scores, beam bookkeeping) from features, encoder and serving.
 To compare two versions of the decoder, run it in both checkouts, alternating, on the
 same machine (``git worktree add ../base REV``; the machines are noisy, so read the
 ratio of runs made side by side). It also prints a digest of the decoded tokens: two
-versions that should decode identically must print the same digest.
+versions that should decode identically must print the same digest; and the WER/CER of
+the best hypotheses (jiwer), so a setting that saves CPU shows what it costs.
 
 Needs the dev set: ``python -m model_export.corpus --out data/corpus --train-utts 24000
 --dev-utts 600 --only dev`` (30 s).
@@ -26,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import ROOT, default_model_dir, machine_report, require_model
-from service.pipeline.decoder import DecodeOptions, decode_offline
+from service.pipeline.decoder import DEFAULT_BEAM_THRESHOLD, DecodeOptions, decode_offline
 from service.pipeline.encoder import encode_offline
 
 DEFAULT_MANIFEST = ROOT / "data" / "corpus" / "dev.jsonl"
@@ -44,11 +46,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--group", type=int, default=1, help="utterances joined into one segment")
     p.add_argument("--beams", default="4,1")
     p.add_argument("--ctc-weight", type=float, default=0.3)
+    p.add_argument("--thresholds", default=str(DEFAULT_BEAM_THRESHOLD),
+                   help="beam pruning thresholds to compare, comma-separated (0: off)")
     args = p.parse_args(argv)
     if not args.manifest.is_file():
         raise SystemExit(f"no dev set at {args.manifest}: see this module's docstring")
     rec = Recognizer(require_model(args.model_dir), inference_threads=1, lm_weight=0.0)
-    audios = [load_audio(u.path) for u in read_manifest(args.manifest)[: args.limit]]
+    import jiwer  # a [dev] dependency, as is this benchmark
+
+    utts = read_manifest(args.manifest)[: args.limit]
+    audios = [load_audio(u.path) for u in utts]
+    refs = [" ".join(u.text for u in utts[i:i + args.group]) for i in range(0, len(utts), args.group)]
     gap = np.zeros(int(GAP_S * 16000), np.float32)
     segments = [np.concatenate([x for a in audios[i:i + args.group] for x in (a, gap)])
                 for i in range(0, len(audios), args.group)]
@@ -56,15 +64,19 @@ def main(argv: list[str] | None = None) -> int:
     audio_s = sum(s.length for s in stores) * rec.info.frame_shift_s
     print(machine_report())
     print(f"{len(segments)} segments of {args.group} utterance(s), {audio_s:.0f} s of audio, model {rec.info.version}")
-    for beam in [int(b) for b in args.beams.split(",")]:
-        options = DecodeOptions(beam_size=beam, ctc_weight=args.ctc_weight)
-        digest = hashlib.sha256()
+    for beam, threshold in [(int(b), float(t)) for b in args.beams.split(",") for t in args.thresholds.split(",")]:
+        options = DecodeOptions(beam_size=beam, ctc_weight=args.ctc_weight, beam_threshold=threshold)
+        digest, results = hashlib.sha256(), []
         started = time.process_time()
         for store in stores:
-            for hyp in decode_offline(rec.decoder, rec.info, store, options).nbest():
+            results.append(decode_offline(rec.decoder, rec.info, store, options))
+            for hyp in results[-1].nbest():
                 digest.update(np.asarray(hyp.tokens, np.int64).tobytes())
         cpu = time.process_time() - started
-        print(f"beam {beam}: decoder RTF {cpu / audio_s:.4f} ({cpu:.2f} CPU s), tokens digest {digest.hexdigest()[:12]}")
+        hyps = [rec.tokenizer.decode(r.nbest()[0].content_tokens(r.eos)) for r in results]
+        print(f"beam {beam}, threshold {threshold:g}: decoder RTF {cpu / audio_s:.4f} ({cpu:.2f} CPU s), "
+              f"WER {100 * jiwer.wer(refs, hyps):.2f} %, CER {100 * jiwer.cer(refs, hyps):.2f} %, "
+              f"tokens digest {digest.hexdigest()[:12]}")
     return 0
 
 

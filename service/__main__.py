@@ -64,8 +64,8 @@ async def serve(settings: Settings, worker: WorkerContext | None = None) -> int:
     for sig in (signal.SIGTERM,) if worker else (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     server = SttServer(settings, worker.slots if worker else None, serve_metrics=worker is None)
-    if worker is None:
-        await server.start()
+    if worker is None and not await _start(server):
+        return 1
     started = time.monotonic()
     loading = loop.run_in_executor(None, load_recognizer, settings)
     stopping = asyncio.ensure_future(stop.wait())
@@ -81,8 +81,9 @@ async def serve(settings: Settings, worker: WorkerContext | None = None) -> int:
         await server.drain(0)
         return 1
     log.info("model loaded", extra={"model_dir": str(settings.model_dir), "load_s": round(time.monotonic() - started, 3)})
-    if worker is not None:
-        await server.start()
+    if worker is not None and not await _start(server):
+        await recognizer.close()
+        return 1
     await server.set_engine(recognizer)
     if worker is not None:
         worker.announce_serving()
@@ -92,6 +93,16 @@ async def serve(settings: Settings, worker: WorkerContext | None = None) -> int:
     finally:
         await recognizer.close()
     return 0
+
+
+async def _start(server: SttServer) -> bool:
+    """Bind and start; a port that cannot be bound is an operator error: one clear line, no traceback."""
+    try:
+        await server.start()
+    except OSError as err:
+        log.error("cannot start: %s", err.strerror or err)
+        return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:

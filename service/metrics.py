@@ -76,8 +76,14 @@ INFERENCE_SECONDS = Histogram(
 
 
 def serve_metrics(port: int, host: str = "0.0.0.0", registry: CollectorRegistry = REGISTRY) -> ThreadingHTTPServer:
-    """Serve /metrics over HTTP from a daemon thread; port 0 picks a free one (see ``server_port``)."""
-    server, _thread = start_http_server(port, addr=host.strip("[]"), registry=registry)  # gRPC's "[::]" -> "::"
+    """Serve /metrics over HTTP from a daemon thread; port 0 picks a free one (see ``server_port``).
+
+    Raises OSError naming the port and the setting when it cannot bind (e.g. the port is in use)."""
+    try:
+        server, _thread = start_http_server(port, addr=host.strip("[]"), registry=registry)  # gRPC's "[::]" -> "::"
+    except OSError as err:
+        raise OSError(err.errno, f"cannot bind the metrics port {host}:{port} ({err.strerror or err}): "
+                                 "choose a free one with STT_METRICS_PORT or --metrics-port") from err
     return server
 
 

@@ -142,10 +142,14 @@ class SttServer:
         else:
             self.port = self._server.add_insecure_port(address)
         if self.port == 0:
-            raise OSError(f"cannot bind the gRPC port {address}")
+            raise OSError(f"cannot bind the gRPC port {address}: choose a free one with STT_PORT or --port")
         await self._server.start()
         if self._serve_metrics:
-            self._metrics_http = metrics.serve_metrics(self.settings.metrics_port, self.settings.host)
+            try:
+                self._metrics_http = metrics.serve_metrics(self.settings.metrics_port, self.settings.host)
+            except OSError:
+                await self._server.stop(0)  # no half-started server: the caller exits
+                raise
             self.metrics_port = self._metrics_http.server_port
         log.info(
             "server started",

@@ -207,7 +207,11 @@ class Supervisor:
             port = reserved.getsockname()[1]
             worker_settings = self.settings.model_copy(update={"port": port, "workers": 1})
             own = metrics.SupervisorMetrics(lambda: sum(self._serving), lambda: self._restarted)
-            http = metrics.serve_multiprocess_metrics(self.settings.metrics_port, self.settings.host, directory, own)
+            try:
+                http = metrics.serve_multiprocess_metrics(self.settings.metrics_port, self.settings.host, directory, own)
+            except OSError as err:  # before any worker starts: nothing to stop
+                log.error("cannot start: %s", err.strerror or err)
+                return 1
             log.info("supervisor started", extra={"port": port, "metrics_port": http.server_port,
                                                   "workers": self.settings.workers})
             try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -358,3 +359,25 @@ def test_a_worker_killed_holding_the_slot_lock_does_not_block_the_others(tmp_pat
     assert other.try_acquire(4) and other.try_acquire(4) and supervisor._counts[1] == 2
     other.release()
     assert supervisor._counts[1] == 1
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_busy_metrics_port_is_one_clear_error_and_exit_1(tiny_model_dir, tmp_path, workers):
+    """An operator mistake, not a crash: one log line naming the port and the setting, no traceback."""
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    try:
+        log_path = tmp_path / "server.log"
+        env = {**os.environ, "STT_HOST": "127.0.0.1", "STT_LOG_FORMAT": "text"}
+        with open(log_path, "w") as out:
+            process = subprocess.run(
+                [sys.executable, "-m", "service", "--workers", str(workers), "--port", str(free_port()),
+                 "--metrics-port", str(busy.getsockname()[1]), "--model-dir", str(tiny_model_dir)],
+                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=120)
+        log = log_path.read_text()
+        assert process.returncode == 1, log[-3000:]
+        assert f"cannot bind the metrics port 127.0.0.1:{busy.getsockname()[1]}" in log and "STT_METRICS_PORT" in log
+        assert "Traceback" not in log and "worker started" not in log, log[-3000:]
+    finally:
+        busy.close()

@@ -45,9 +45,10 @@ if TYPE_CHECKING:  # numpy only at run time: the service's configuration imports
 MASK_VALUE = -1.0e4  # same additive mask as training
 # Service default beam: dev WER of v1.2.0 with beam 1/2/4/8 was 82.7/77.3/69.8/72.3 % (docs/BENCHMARKS.md).
 DEFAULT_BEAM_SIZE = 4
-# Service default score pruning: on 200 dev utterances at beam 4, thresholds 10, 6 and 4 gave the same WER
-# as none, 2 lost 0.1 point; 6 cut the decoder's CPU by about 12 % (docs/BENCHMARKS.md, "Beam threshold").
-DEFAULT_BEAM_THRESHOLD = 6.0
+# Service default score pruning: on the 600 dev utterances at beam 4, thresholds 3 and 2 gave 69.75 / 69.70 %
+# WER against 69.89 % without, for 0.85-0.88x the decoder's CPU; 1 loses 3 points, 6 saves nothing
+# measurable (docs/BENCHMARKS.md, "Beam threshold").
+DEFAULT_BEAM_THRESHOLD = 3.0
 
 
 @dataclass(frozen=True)
