@@ -95,7 +95,8 @@ def main() -> None:
     options = DecodeOptions(beam_size=args.beam, ctc_weight=args.ctc_weight, lm_weight=rec.lm_weight,
                             beam_threshold=args.beam_threshold)
     report: dict = {"manifest": str(args.manifest), "utterances": len(utts), "hours": round(hours, 3),
-                    "beam": args.beam, "beam_threshold": args.beam_threshold, "ctc_weight": options.ctc_weight, "lm_weight": options.lm_weight}
+                    "beam": args.beam, "beam_threshold": args.beam_threshold, "ctc_weight": options.ctc_weight,
+                    "lm_weight": options.lm_weight}
     if args.checkpoint:
         report["full_attention_offline"] = score(refs, full_attention(args.checkpoint, audios))
     t0 = time.perf_counter()

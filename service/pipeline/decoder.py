@@ -46,7 +46,7 @@ MASK_VALUE = -1.0e4  # same additive mask as training
 # Service default beam: dev WER of v1.2.0 with beam 1/2/4/8 was 82.7/77.3/69.8/72.3 % (docs/BENCHMARKS.md).
 DEFAULT_BEAM_SIZE = 4
 # Service default score pruning: on the 600 dev utterances at beam 4, thresholds 3 and 2 gave 69.75 / 69.70 %
-# WER against 69.89 % without, for 0.85-0.88x the decoder's CPU; 1 loses 3 points, 6 saves nothing
+# WER against 69.89 % without, for 0.85-0.95x the decoder's CPU; 1 loses 3 points, 6 saves nothing
 # measurable (docs/BENCHMARKS.md, "Beam threshold").
 DEFAULT_BEAM_THRESHOLD = 3.0
 
