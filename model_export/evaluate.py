@@ -38,7 +38,7 @@ from service.recognizer import Recognizer
 def windowed_offline(rec: Recognizer, audio: np.ndarray, options: DecodeOptions) -> str:
     store = encode_offline(rec.encoder, audio, rec.chunk_frames)
     dec = decode_offline(rec.decoder, rec.info, store, options, rec.lm)
-    return rec.assembler.hypothesis(dec, store.length, 0.0, True, False).text
+    return rec.assembler.hypothesis(dec, store.length, 0.0, False).text
 
 
 async def windowed_streaming(rec: Recognizer, audio: np.ndarray, options: DecodeOptions, piece: int = 1600) -> str:

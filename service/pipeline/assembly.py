@@ -64,24 +64,30 @@ class Assembler:
         confidence = math.exp(float(np.mean(hyp.logps))) if hyp.logps else 0.0
         return Alternative(text, confidence, self._words(tokens, logps, frames, offset_s))
 
-    def hypothesis(self, dec: WindowedDecoder, n_frames: int, offset_s: float, final: bool,
-                   return_attention: bool) -> Hypothesis:
-        """The segment's current result; `final` ranks finished hypotheses, else the best active one."""
-        ranked = dec.nbest() if final else [dec.partial()]
+    def partial(self, dec: WindowedDecoder, n_frames: int, offset_s: float) -> Hypothesis:
+        """Mid-segment: the best active hypothesis's text and its committed prefix only.
+
+        Partial results carry no words, confidences or alternatives (the finals do), and this
+        runs for nearly every message of every stream, so nothing else is computed.
+        """
+        best = dec.partial()
+        eos = self.tok.eos_id
+        text = self.tok.decode([t for t in best.tokens if t != eos])
+        stable = self.tok.decode([t for t in best.tokens[: dec.stable_length()] if t != eos])
+        # A word is committed once its trailing space is: "hel" may still become "help".
+        stable = stable[: stable.rfind(" ") + 1] if " " in stable else ""
+        return Hypothesis(text, stable, 0.0, 0.0, [], end_s=offset_s + n_frames * self.info.frame_shift_s)
+
+    def hypothesis(self, dec: WindowedDecoder, n_frames: int, offset_s: float, return_attention: bool) -> Hypothesis:
+        """The segment's final result: finished hypotheses ranked, with words, confidences, alternatives."""
+        ranked = dec.nbest()
         best = self.alternative(ranked[0], offset_s)
-        if final:
-            stable = best.text
-        else:
-            stable_ids = [t for t in ranked[0].tokens[: dec.stable_length()] if t != self.tok.eos_id]
-            stable = self.tok.decode(stable_ids)
-            # A word is committed once its trailing space is: "hel" may still become "help".
-            stable = stable[: stable.rfind(" ") + 1] if " " in stable else ""
         attention = None
         if return_attention:
             content = [t for t in ranked[0].tokens if t != self.tok.eos_id]
             attention = AttentionMatrix(self.tok.pieces(content), alignment_matrix(ranked[0], n_frames, self.tok.eos_id),
                                         self.info.frame_shift_s, offset_s)
-        return Hypothesis(best.text, stable, 0.9 if final else 0.0, best.confidence, best.words,
+        return Hypothesis(best.text, best.text, 0.9, best.confidence, best.words,
                           [best] + [self.alternative(h, offset_s) for h in ranked[1:]], attention,
                           offset_s + n_frames * self.info.frame_shift_s)
 

@@ -195,21 +195,23 @@ class WindowedDecoder:
         # candidates: the best tokens by the scores known for the whole vocabulary (attention, LM);
         # CTC then rescores only those few
         pre = logp if self.lm_weight == 0 else (1 - w) * logp + self.lm_weight * outputs["lm_logp"]
+        joint = self.active[0].ctc is not None
+        # one sort for all rows (the same per-row order as sorting each row)
+        tops = np.argsort(-pre, axis=1)[:, :max(k, self.options.ctc_candidates) if joint else k]
         candidates: list[_Candidate] = []
         for row, hyp in enumerate(self.active):
+            top = tops[row]
             if hyp.ctc is None:
-                top = np.argsort(-pre[row])[:k]
                 step_scores = logp[row, top].astype(np.float64)
-                pending = np.zeros(len(top), bool)
+                pending = [False] * len(top)
             else:
-                top = np.argsort(-pre[row])[:max(k, self.options.ctc_candidates)]
                 ctc, exact = self._ctc_scores(hyp, top, logp[row, top], request, row)
                 step_scores = (1 - w) * logp[row, top] + w * ctc
-                pending = (top == self.eos) & ~exact
+                pending = ((top == self.eos) & ~exact).tolist()
             if self.lm_weight > 0:
                 step_scores = step_scores + self.lm_weight * outputs["lm_logp"][row, top]
-            candidates += [_Candidate(hyp.score + float(s), row, int(t), bool(p))
-                           for t, s, p in zip(top, step_scores, pending)]
+            candidates += [_Candidate(s, row, t, p)
+                           for t, s, p in zip(top.tolist(), (hyp.score + step_scores).tolist(), pending)]
         candidates.sort(key=lambda c: -c.score)
         if any(c.end_pending for c in candidates[:k]):
             if not request.ended:

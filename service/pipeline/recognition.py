@@ -43,7 +43,7 @@ class SegmentRecognizer:
         if n_tokens == self._emitted_tokens:
             return None
         self._emitted_tokens = n_tokens
-        return self._hypothesis(final=False)
+        return self._rec.assembler.partial(self.decoder, self.frames.length, self.offset_s)
 
     async def finish(self) -> Hypothesis:
         """End of segment: encode the remainder, decode to the end, return the final result."""
@@ -52,7 +52,8 @@ class SegmentRecognizer:
         for chunk in chunks + ([tail] if tail is not None else []):
             await self._encode(chunk)
         await self._decode(ended=True)
-        return self._hypothesis(final=True)
+        return self._rec.assembler.hypothesis(self.decoder, self.frames.length, self.offset_s,
+                                              self.options.return_attention)
 
     async def _encode(self, chunk: np.ndarray) -> None:
         enc = self._rec.encoder
@@ -69,7 +70,3 @@ class SegmentRecognizer:
                                                            self._rec.lm_batcher.submit(req.lm_inputs))
                 outputs = {**outputs, **lm_outputs}
             self.decoder.apply(req, outputs)
-
-    def _hypothesis(self, final: bool) -> Hypothesis:
-        return self._rec.assembler.hypothesis(self.decoder, self.frames.length, self.offset_s, final,
-                                              self.options.return_attention)

@@ -139,9 +139,13 @@ class VadSegmenter:
         data = np.concatenate([self._pending, np.asarray(samples, np.float32).reshape(-1)])
         n_frames = len(data) // self._frame_len
         events: list[VadEvent] = []
+        # one int16 conversion per call, not per frame: this runs for every message of every stream
+        pcm = _to_pcm16(data[: n_frames * self._frame_len])
+        frame_bytes = 2 * self._frame_len
         for i in range(n_frames):
             chunk = data[i * self._frame_len : (i + 1) * self._frame_len]
-            self._step(_Frame(self._position, chunk, self._is_voiced(chunk)), events)
+            voiced = self._vad.is_speech(pcm[i * frame_bytes : (i + 1) * frame_bytes], SAMPLE_RATE_HZ)
+            self._step(_Frame(self._position, chunk, voiced), events)
             self._position += self._frame_len
         self._pending = data[n_frames * self._frame_len :].copy()
         return _merge_audio(events)
@@ -167,8 +171,7 @@ class VadSegmenter:
         return _merge_audio(events)
 
     def _is_voiced(self, frame: np.ndarray) -> bool:
-        pcm = np.clip(np.round(frame * 32768.0), -32768, 32767).astype("<i2").tobytes()
-        return self._vad.is_speech(pcm, SAMPLE_RATE_HZ)
+        return self._vad.is_speech(_to_pcm16(frame), SAMPLE_RATE_HZ)
 
     def _step(self, frame: _Frame, events: list[VadEvent]) -> None:
         if self.in_speech:
@@ -254,6 +257,11 @@ class VadSegmenter:
         events.append(SpeechEnd(self._segment_end, reason))
         self.in_speech = False
         self._floor = self._segment_end
+
+
+def _to_pcm16(samples: np.ndarray) -> bytes:
+    """(N,) float32 [-1, 1] -> little-endian int16 bytes, what webrtcvad reads."""
+    return np.clip(np.round(samples * 32768.0), -32768, 32767).astype("<i2").tobytes()
 
 
 def _merge_audio(events: list[VadEvent]) -> list[VadEvent]:
