@@ -6,7 +6,7 @@ import itertools
 import numpy as np
 import pytest
 
-from service.pipeline.ctc_prefix import CtcPrefix
+from service.pipeline.ctc_prefix import CtcBeam
 
 BLANK = 0
 
@@ -34,11 +34,14 @@ def _psi(probs: dict[tuple[int, ...], float], prefix: tuple[int, ...]) -> float:
     return sum(v for out, v in probs.items() if out[: len(prefix)] == prefix)
 
 
-def _node(prefix: tuple[int, ...]) -> CtcPrefix:
-    node = CtcPrefix()
-    for t in prefix:
-        node = node.child(t)
-    return node
+def _beam(prefixes: list[tuple[int, ...]], logp: np.ndarray, grow: tuple[int, ...] = ()) -> CtcBeam:
+    """One row per prefix (all of one length); grow[l]: frames computed before token l is added."""
+    beam = CtcBeam.root(len(prefixes))
+    for l in range(len(prefixes[0])):
+        if l < len(grow):
+            beam.extend(logp, BLANK, grow[l])
+        beam = beam.select(np.arange(len(prefixes)), np.array([p[l] for p in prefixes]), logp, BLANK)
+    return beam
 
 
 @pytest.fixture
@@ -48,50 +51,70 @@ def logp():
     return (x - np.log(np.exp(x).sum(1, keepdims=True))).astype(np.float32)
 
 
-@pytest.mark.parametrize("prefix", [(), (1,), (2,), (1, 1), (1, 2), (2, 1, 2)])
+PREFIXES = [(), (1,), (2,), (1, 1), (1, 2), (2, 1, 2)]
+
+
+@pytest.mark.parametrize("prefix", PREFIXES)
 @pytest.mark.parametrize("n", [1, 3, 6])
 def test_next_token_scores_match_enumeration(logp, prefix, n):
     probs = _brute(logp, n)
-    node = _node(prefix)
-    deltas, end = node.scores(logp, BLANK, n, np.array([1, 2]))
+    beam = _beam([prefix], logp)
+    deltas, end = beam.scores(logp, BLANK, np.array([n]), np.array([[1, 2]]))
     own = _psi(probs, prefix)
     if own == 0.0:  # prefix longer than the frames allow
-        assert node.prefix_score(logp, BLANK, n) == -np.inf
+        assert beam.prefix_scores(logp, BLANK, np.array([n]))[0] == -np.inf
         return
-    assert np.isclose(node.prefix_score(logp, BLANK, n), np.log(own), atol=1e-5)
-    for c, d in zip([1, 2], deltas):
+    assert np.isclose(beam.prefix_scores(logp, BLANK, np.array([n]))[0], np.log(own), atol=1e-5)
+    for c, d in zip([1, 2], deltas[0]):
         assert np.isclose(np.exp(d), _psi(probs, prefix + (c,)) / own, atol=1e-5)
-    assert np.isclose(np.exp(end), probs.get(prefix, 0.0) / own, atol=1e-5)
+    assert np.isclose(np.exp(end[0]), probs.get(prefix, 0.0) / own, atol=1e-5)
     # a proper distribution over the next token and "end here"
-    assert np.isclose(np.exp(deltas).sum() + np.exp(end), 1.0, atol=1e-5)
+    assert np.isclose(np.exp(deltas).sum() + np.exp(end[0]), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("length", [0, 1, 2, 3])
+def test_a_beam_scores_each_row_as_if_alone(logp, length):
+    """Rows of one beam with their own window ends (bounds) score exactly as beams of one row,
+    even though the beam computes every row up to the furthest bound."""
+    prefixes = [p for p in [(), (1,), (2,), (1, 1), (1, 2), (2, 1), (2, 1, 2), (1, 1, 2), (2, 2, 1)]
+                if len(p) == length]
+    bounds = np.array([6, 3, 5, 4][: len(prefixes)])
+    tokens = np.array([[1, 2], [2, 1], [1, 1], [2, 2]][: len(prefixes)])
+    together = _beam(prefixes, logp, grow=(2, 4))
+    deltas, ends = together.scores(logp, BLANK, bounds, tokens)
+    for i, prefix in enumerate(prefixes):
+        alone = _beam([prefix], logp, grow=(2, 4))
+        d, e = alone.scores(logp, BLANK, bounds[i: i + 1], tokens[i: i + 1])
+        np.testing.assert_array_equal(deltas[i], d[0])
+        assert ends[i] == e[0]
 
 
 @pytest.mark.parametrize("steps", [(1, 2, 3, 4, 5, 6), (1, 2, 4, 6), (2, 6), (5, 6)])
 def test_incremental_extension_equals_one_pass(logp, steps):
-    """A few frames at a time (frame by frame over all rows) or many (row by row in closed
-    form), and children built from a partly extended parent: the same forward variables."""
-    a, b = _node((1, 2, 2)), _node((1, 2, 2))
+    """A few frames at a time (frame by frame over all prefixes) or many (prefix by prefix in
+    closed form), and children added to a partly extended parent: the same forward variables."""
+    a, b = _beam([(1, 2, 2), (2, 1, 1)], logp), _beam([(1, 2, 2), (2, 1, 1)], logp)
     for n in steps:
         a.extend(logp, BLANK, n)
     b.extend(logp, BLANK, 6)
-    np.testing.assert_allclose(a.r_n, b.r_n)
-    np.testing.assert_allclose(a.r_b, b.r_b)
-    grown = _node((1,))
-    grown.extend(logp, BLANK, steps[0])
-    late = grown.child(2).child(2)
-    np.testing.assert_allclose(late.scores(logp, BLANK, 6, np.array([1, 2]))[0],
-                               b.scores(logp, BLANK, 6, np.array([1, 2]))[0])
+    for row in range(2):
+        np.testing.assert_allclose(a.r_n(row), b.r_n(row))
+        np.testing.assert_allclose(a.r_b(row), b.r_b(row))
+    late = _beam([(1, 2, 2), (2, 1, 1)], logp, grow=(steps[0], steps[0]))
+    np.testing.assert_allclose(late.scores(logp, BLANK, np.array([6, 6]), np.array([[1, 2], [1, 2]]))[0],
+                               b.scores(logp, BLANK, np.array([6, 6]), np.array([[1, 2], [1, 2]]))[0])
 
 
-def test_a_hypothesis_holds_memory_linear_in_frames_plus_tokens():
-    """Long segments: each prefix keeps its frontier (L + 1) and two rows of history (T), not L x T."""
+def test_a_beam_holds_memory_linear_in_frames_plus_tokens():
+    """Long segments: each row keeps its frontier (L + 1) and two histories (T), not L x T."""
     rng = np.random.default_rng(1)
     x = rng.normal(size=(3000, 40))
     logp = (x - np.log(np.exp(x).sum(1, keepdims=True))).astype(np.float32)
-    node = CtcPrefix()
-    for step in range(1, 601):  # 600 tokens, the window moving 5 frames per token
-        node = node.child(int(rng.integers(1, 40)))
-        node.scores(logp, BLANK, 5 * step, np.array([1, 2, 3]))
-    held = sum(a.nbytes for a in (node._front_n, node._front_b, node._hist_n, node._hist_b))
-    assert len(node._front_n) == 601
-    assert held <= 8 * (2 * 601 + 4 * 2 * (3000 + 1))  # frontier + two history columns (at most 2x spare)
+    beam = CtcBeam.root()
+    for step in range(1, 601):  # 600 tokens, the window moving 5 frames per token, two rows
+        parents = np.zeros(2, np.int64) if step == 1 else np.arange(2)  # two rows from the root, then one child each
+        beam = beam.select(parents, rng.integers(1, 40, size=2), logp, BLANK)
+        beam.scores(logp, BLANK, np.array([5 * step, 5 * step - 2]), np.array([[1, 2, 3], [1, 2, 3]]))
+    held = sum(a.nbytes for a in (beam.front_n, beam.front_b, beam.own_n, beam.own_b, beam.par_n, beam.par_b))
+    assert beam.front_n.shape == (2, 601)
+    assert held <= 2 * 8 * (2 * 601 + 4 * 2 * (3000 + 1))  # frontier + four histories (at most 2x spare)

@@ -13,10 +13,15 @@ Forward variables per prefix (Graves 2012, 7.3), log domain, t < T:
     r_n[t]: paths over frames [0, t] that emit exactly the prefix and end in its last token
     r_b[t]: the same, ending in blank
 Both recurrences have the form x[t] = logaddexp(x[t-1], a[t]) + p[t]. As the window
-moves, every prefix of the hypothesis needs the new frames, so each hypothesis advances the
-variables of all its prefixes together (CtcPrefix): a few frames at a time with one vector
-operation over the prefixes per frame, many frames one prefix at a time in closed form (one
+moves, every prefix of a hypothesis needs the new frames, so each hypothesis advances the
+variables of all its prefixes together: a few frames at a time with one vector operation
+over the prefixes per frame, many frames one prefix at a time in closed form (one
 cumulative sum and one logaddexp.accumulate).
+
+The whole beam is one ``CtcBeam``: the active hypotheses of the windowed decoder always
+hold the same number of tokens (each step adds one to every survivor), so their variables
+stack into (P, ...) arrays and every operation runs once per decoding step, not once per
+hypothesis. With arrays this small numpy's per-call overhead, not arithmetic, is the cost.
 """
 from __future__ import annotations
 
@@ -26,191 +31,236 @@ import numpy as np
 DEFAULT_CTC_WEIGHT = 0.3
 NEG_INF = -np.inf
 SCORE_FLOOR = -1.0e3
-_HEADROOM = 16  # spare frames per lattice: a window advances a few frames per decoding step
+_HEADROOM = 16  # spare history frames: a window advances a few frames per decoding step
 
 
-def _recurrence(init: float, a: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """x[k] = logaddexp(x[k-1], a[k]) + p[k] for k in [0, n), x[-1] = init. (n,) float64 in and out.
+def _recurrence(init: np.ndarray, a: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """x[:, k] = logaddexp(x[:, k-1], a[:, k]) + p[:, k] for k in [0, D), x[:, -1] = init.
 
-    With L = cumsum(p), y[k] = x[k] - L[k] obeys y[k] = logaddexp(y[k-1], a[k] - L[k-1]).
+    init (P,), a and p (P, D) float64 -> (P, D). With L = cumsum(p), y = x - L obeys
+    y[k] = logaddexp(y[k-1], a[k] - L[k-1]): one cumulative sum and one accumulate.
     """
-    cum = np.cumsum(p)
-    shifted = a - np.concatenate([[0.0], cum[:-1]])
-    y = np.logaddexp.accumulate(np.concatenate([[init], shifted]))[1:]
+    cum = np.cumsum(p, axis=1)
+    shifted = a - np.concatenate([np.zeros((len(p), 1)), cum[:, :-1]], axis=1)
+    y = np.logaddexp.accumulate(np.concatenate([init[:, None], shifted], axis=1), axis=1)[:, 1:]
     return y + cum
 
 
-class CtcPrefix:
-    """CTC forward variables of one prefix (hypothesis), computed up to the frames asked for.
+class CtcBeam:
+    """CTC forward variables of P prefixes of equal length L, one row per hypothesis.
 
-    Extending to new frames needs every shorter prefix too (row l: the first l tokens; row 0:
-    the empty prefix), but only at the latest frame: the frontier (L + 1,). The scores need
-    the full history of two rows only, this prefix's and its parent's: hist_n, hist_b
-    (1 + frames, 2) float64, where hist[t + 1] is frame t and hist[0] the state before frame 0.
-    So a hypothesis holds O(L + T) numbers, and a child copies its parent's frontier and last
-    history row and adds its own row. A few new frames (the window moves a few per step) go
-    frame by frame, one vector operation over all rows each; a long stretch (a segment end, a
-    window jump) goes row by row in closed form. Either way the values depend only on the
-    frames, never on the chunking.
+    Extending to new frames needs every shorter prefix of a row too (column l: its first l
+    tokens; column 0: the empty prefix), but only at the latest frame: the frontier
+    ``front_n``, ``front_b`` (P, L + 1). The scores need the full history of two prefixes
+    only, the row's own and its parent's: ``own_n``, ``own_b``, ``par_n``, ``par_b``
+    (P, 1 + capacity), where [:, t + 1] is after frame t and [:, 0] before frame 0. So the
+    beam holds O(P (L + T)) numbers; a child row copies its parent's frontier and own
+    history (now its parent column) and adds its own row.
+
+    Every row is computed up to the same frame ``n``: the furthest any row has needed. Rows
+    whose window ends earlier get a few frames more than they use, which costs less than
+    tracking each row's own frame, and the values up to a frame never depend on later ones.
     """
 
-    __slots__ = ("token", "labels", "_same", "_parent", "_front_n", "_front_b", "_hist_n", "_hist_b", "_n")
+    def __init__(self, labels: np.ndarray, same: np.ndarray, n: int, front_n: np.ndarray, front_b: np.ndarray,
+                 own_n: np.ndarray, own_b: np.ndarray, par_n: np.ndarray, par_b: np.ndarray) -> None:
+        self.labels = labels  # (P, L) int64 the prefixes
+        self.same = same  # (P, L) token l repeats token l - 1: a blank must come between
+        self.n = n  # frames computed
+        self.front_n, self.front_b = front_n, front_b
+        self.own_n, self.own_b, self.par_n, self.par_b = own_n, own_b, par_n, par_b
 
-    def __init__(self) -> None:
-        self.token = -1  # last token of the prefix; -1 for the empty prefix
-        self.labels = np.zeros(0, np.int64)  # (L,) the prefix
-        self._same = np.zeros(0, bool)  # (L,) token l repeats token l - 1: a blank must come between
-        self._parent: CtcPrefix | None = None  # until built (lazily, on first use)
-        # before frame 0 only the empty prefix is complete: r_b = log 1
-        self._front_n, self._front_b = np.array([NEG_INF]), np.array([0.0])
-        self._hist_n, self._hist_b = self._alloc(_HEADROOM)
-        self._hist_n[0, 1], self._hist_b[0, 1] = NEG_INF, 0.0
-        self._n = 0  # frames computed
-
-    @property
-    def is_root(self) -> bool:
-        return len(self.labels) == 0
-
-    @property
-    def r_n(self) -> np.ndarray:
-        """(n,) log prob of frames [0, t] emitting exactly this prefix, ending in its last token."""
-        return self._hist_n[1: self._n + 1, 1]
+    @classmethod
+    def root(cls, rows: int = 1) -> "CtcBeam":
+        """`rows` empty prefixes before frame 0: only the empty prefix is complete (r_b = log 1)."""
+        own_n, own_b = _history(rows, _HEADROOM), _history(rows, _HEADROOM)
+        own_b[:, 0] = 0.0
+        return cls(np.zeros((rows, 0), np.int64), np.zeros((rows, 0), bool), 0, np.full((rows, 1), NEG_INF),
+                   np.zeros((rows, 1)), own_n, own_b, _history(rows, _HEADROOM), _history(rows, _HEADROOM))
 
     @property
-    def r_b(self) -> np.ndarray:
+    def rows(self) -> int:
+        return len(self.labels)
+
+    @property
+    def length(self) -> int:
+        """L: tokens per prefix."""
+        return self.labels.shape[1]
+
+    def r_n(self, row: int) -> np.ndarray:
+        """(n,) log prob of frames [0, t] emitting exactly the row's prefix, ending in its last token."""
+        return self.own_n[row, 1: self.n + 1]
+
+    def r_b(self, row: int) -> np.ndarray:
         """(n,) the same, ending in blank."""
-        return self._hist_b[1: self._n + 1, 1]
+        return self.own_b[row, 1: self.n + 1]
 
-    def child(self, token: int) -> "CtcPrefix":
-        node = CtcPrefix.__new__(CtcPrefix)
-        node.token = token
-        node.labels = np.append(self.labels, token)
-        node._same = np.append(self._same, token == self.token)
-        node._parent = self
-        node._n = 0
-        return node
+    def select(self, parents: np.ndarray, tokens: np.ndarray, logp: np.ndarray, blank: int) -> "CtcBeam":
+        """The next step's beam: row i is row parents[i] extended by tokens[i] (not blank).
+
+        parents, tokens (S,) int; logp (T', V) the segment's CTC log-probs, T' >= n. The
+        children's own rows are computed over the n frames the parents have.
+        """
+        n, rows = self.n, len(parents)
+        last = self.labels[parents, -1] if self.length else np.full(rows, -1)
+        repeat = tokens == last
+        par_n, par_b = self.own_n[parents], self.own_b[parents]  # fancy indexing: copies
+        own_n, own_b = _history(rows, par_n.shape[1] - 1), _history(rows, par_n.shape[1] - 1)  # a token needs a frame
+        if n:
+            ready = _ready(par_n[:, :n], par_b[:, :n], repeat)  # the parent complete before frame t
+            own_n[:, 1: n + 1] = _recurrence(np.full(rows, NEG_INF), ready, logp[:n, tokens].T.astype(np.float64))
+            blanks = np.broadcast_to(logp[:n, blank].astype(np.float64), (rows, n))
+            own_b[:, 1: n + 1] = _recurrence(np.full(rows, NEG_INF), own_n[:, :n], blanks)
+        return CtcBeam(np.concatenate([self.labels[parents], tokens[:, None]], axis=1),
+                       np.concatenate([self.same[parents], repeat[:, None]], axis=1), n,
+                       np.concatenate([self.front_n[parents], own_n[:, n: n + 1]], axis=1),
+                       np.concatenate([self.front_b[parents], own_b[:, n: n + 1]], axis=1),
+                       own_n, own_b, par_n, par_b)
 
     def extend(self, logp: np.ndarray, blank: int, n: int) -> None:
-        """Forward variables up to frame n. logp (T, V) CTC log-probs of the segment, T >= n."""
-        if self._parent is not None:
-            self._build(logp, blank)
-        t0 = self._n
-        if n <= t0:
+        """Forward variables up to frame n. logp (T', V) the segment's CTC log-probs, T' >= n."""
+        if n <= self.n:
             return
         self._reserve(n)
-        lp_tok = logp[t0:n][:, self.labels].astype(np.float64)  # (d, L)
-        lp_blank = logp[t0:n, blank].astype(np.float64)  # (d,)
-        if n - t0 > len(self._front_n):
-            self._extend_rows(t0, n, lp_tok, lp_blank)
+        if n - self.n > self.length + 1:
+            self._extend_rows(logp, blank, n)
         else:
-            self._extend_frames(t0, n, lp_tok, lp_blank)
-        self._n = n
+            self._extend_frames(logp, blank, n)
+        self.n = n
 
-    def _build(self, logp: np.ndarray, blank: int) -> None:
-        """From the parent, at the frames it has: its frontier plus this prefix's row; its own
-        row's history becomes this node's parent column."""
-        parent = self._parent
-        if parent._parent is not None:
-            parent._build(logp, blank)
-        n = parent._n
-        self._hist_n, self._hist_b = self._alloc(n + _HEADROOM)  # the next step extends by a few frames
-        self._hist_n[: n + 1, 0] = parent._hist_n[: n + 1, 1]
-        self._hist_b[: n + 1, 0] = parent._hist_b[: n + 1, 1]
-        own_n, own_b = self._hist_n[:, 1], self._hist_b[:, 1]
-        own_n[0] = own_b[0] = NEG_INF  # a token needs a frame
-        if n:
-            own_n[1: n + 1] = _recurrence(NEG_INF, self._ready(0, 0, n, bool(self._same[-1])),
-                                          logp[:n, self.token].astype(np.float64))
-            own_b[1: n + 1] = _recurrence(NEG_INF, own_n[:n], logp[:n, blank].astype(np.float64))
-        self._front_n = np.append(parent._front_n, own_n[n])
-        self._front_b = np.append(parent._front_b, own_b[n])
-        self._n = n
-        self._parent = None  # all this node needs is copied
+    def scores(self, logp: np.ndarray, blank: int, bounds: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """CTC log-probs of each row's next token given its prefix, over frames [0, bounds[row]).
 
-    @staticmethod
-    def _alloc(frames: int) -> tuple[np.ndarray, np.ndarray]:
-        """Uninitialized (1 + frames, 2) histories (column 0: the parent's row, 1: this prefix's);
-        the root has no parent row: that column stays -inf."""
-        hist_n, hist_b = np.empty((frames + 1, 2)), np.empty((frames + 1, 2))
-        hist_n[:, 0] = hist_b[:, 0] = NEG_INF
-        return hist_n, hist_b
-
-    def _reserve(self, n: int) -> None:
-        if n + 1 > len(self._hist_n):
-            hist_n, hist_b = self._alloc(max(n + _HEADROOM, 2 * len(self._hist_n)))
-            hist_n[: self._n + 1], hist_b[: self._n + 1] = self._hist_n[: self._n + 1], self._hist_b[: self._n + 1]
-            self._hist_n, self._hist_b = hist_n, hist_b
-
-    def _extend_frames(self, t0: int, n: int, lp_tok: np.ndarray, lp_blank: np.ndarray) -> None:
-        """Frame by frame, all rows at once: the frontier at t from the frontier at t - 1."""
-        prev_n, prev_b, same = self._front_n, self._front_b, self._same
-        k = min(len(prev_n), 2)  # history columns held (the root has no parent row)
-        for t in range(t0, n):
-            ready = np.where(same, prev_b[:-1], np.logaddexp(prev_n[:-1], prev_b[:-1]))
-            new_n = np.empty_like(prev_n)
-            new_n[0] = NEG_INF
-            new_n[1:] = np.logaddexp(prev_n[1:], ready) + lp_tok[t - t0]
-            prev_b = np.logaddexp(prev_b, prev_n) + lp_blank[t - t0]
-            prev_n = new_n
-            self._hist_n[t + 1, 2 - k:] = prev_n[-k:]
-            self._hist_b[t + 1, 2 - k:] = prev_b[-k:]
-        self._front_n, self._front_b = prev_n, prev_b
-
-    def _extend_rows(self, t0: int, n: int, lp_tok: np.ndarray, lp_blank: np.ndarray) -> None:
-        """Row by row, each in closed form over frames [t0, n); only the row above is kept."""
-        rows = len(self._front_n)
-        front_n, front_b = np.empty(rows), np.empty(rows)
-        row_n = row_b = None
-        for row in range(rows):
-            if row == 0:  # the empty prefix: only blanks, never ends in a token
-                row_n, row_b = np.full(n - t0, NEG_INF), self._front_b[0] + np.cumsum(lp_blank)
-            else:
-                # readiness of the row above at t - 1, for t in [t0, n)
-                above_n = np.concatenate([[self._front_n[row - 1]], row_n[:-1]])
-                above_b = np.concatenate([[self._front_b[row - 1]], row_b[:-1]])
-                entry = above_b if self._same[row - 1] else np.logaddexp(above_n, above_b)
-                row_n = _recurrence(self._front_n[row], entry, lp_tok[:, row - 1])
-                row_b = _recurrence(self._front_b[row], np.concatenate([[self._front_n[row]], row_n[:-1]]), lp_blank)
-            if row >= rows - 2:  # the parent's row (column 0) and this prefix's (column 1)
-                col = 1 - (rows - 1 - row)
-                self._hist_n[t0 + 1: n + 1, col], self._hist_b[t0 + 1: n + 1, col] = row_n, row_b
-            front_n[row], front_b[row] = row_n[-1], row_b[-1]
-        self._front_n, self._front_b = front_n, front_b
-
-    def _ready(self, col: int, lo: int, hi: int, repeat: bool) -> np.ndarray:
-        """log prob that the prefix of history column `col` (0: parent, 1: this) is complete at
-        frame t - 1, for t in [lo, hi). `repeat`: the next token equals that prefix's last one,
-        so a blank must come in between (only r_b counts). May be a view: callers do not write to it."""
-        rb = self._hist_b[lo:hi, col]
-        return rb if repeat else np.logaddexp(self._hist_n[lo:hi, col], rb)
-
-    def entry(self, lo: int, hi: int, repeat: bool) -> np.ndarray:
-        """log prob of being ready to emit a next token after this prefix, at frame t - 1, for t in [lo, hi)."""
-        return self._ready(1, lo, hi, repeat)
-
-    def prefix_score(self, logp: np.ndarray, blank: int, n: int) -> float:
-        """log psi(self, n): the CTC output of frames [0, n) starts with this prefix."""
-        if self.is_root:
-            return 0.0
-        self.extend(logp, blank, n)
-        ready = self._ready(0, 0, n, bool(self._same[-1]))
-        return float(np.logaddexp.reduce(ready + logp[:n, self.token]))
-
-    def scores(self, logp: np.ndarray, blank: int, n: int, tokens: np.ndarray) -> tuple[np.ndarray, float]:
-        """CTC log-probs of the next token given this prefix, over frames [0, n).
-
-        tokens (K,) candidate ids (not blank) -> ((K,) log psi(h + c) - log psi(h),
-        log P(output == h) - log psi(h) for ending here).
+        bounds (P,) >= 1; tokens (P, C) candidate ids per row (blank or eos columns give
+        meaningless values) -> ((P, C) log psi(h + c) - log psi(h), (P,) log P(output == h) -
+        log psi(h) for ending here). Rows whose prefix the frames cannot hold (psi(h) = 0)
+        get zeros: CTC has nothing to add.
         """
-        self.extend(logp, blank, n)
-        own = self.prefix_score(logp, blank, n)
-        if not np.isfinite(own):  # more tokens than the frames can hold: CTC has nothing to add
-            return np.zeros(len(tokens)), 0.0
-        paths = self.entry(0, n, repeat=False)[:, None] + logp[:n, tokens]  # (n, K)
-        repeat = tokens == self.token
-        if repeat.any():  # a repeated token needs a blank in between
-            paths[:, repeat] = (self.entry(0, n, repeat=True) + logp[:n, self.token])[:, None]
-        psi = np.logaddexp.reduce(paths, axis=0)
-        end = float(np.logaddexp(self.r_n[n - 1], self.r_b[n - 1]))
+        frames = int(bounds.max())
+        self.extend(logp, blank, frames)
+        valid = None if bounds.min() == frames else np.arange(frames) < bounds[:, None]  # (P, frames)
+        own = self._own_scores(logp, frames, valid)
+        possible = np.isfinite(own)
+        own = np.where(possible, own, 0.0)
+        entry = np.logaddexp(self.own_n[:, :frames], self.own_b[:, :frames])
+        if valid is not None:
+            entry = np.where(valid, entry, NEG_INF)
+        paths = entry[:, :, None] + logp[:frames][:, tokens].transpose(1, 0, 2)  # (P, frames, C)
+        if self.length:
+            repeat = tokens == self.labels[:, -1:]
+            if repeat.any():  # a repeated token needs a blank in between
+                after_blank = self.own_b[:, :frames] + logp[:frames, self.labels[:, -1]].T
+                if valid is not None:
+                    after_blank = np.where(valid, after_blank, NEG_INF)
+                paths = np.where(repeat[:, None, :], after_blank[:, :, None], paths)
+        psi = np.logaddexp.reduce(paths, axis=1)
+        rows = np.arange(self.rows)
+        end = np.logaddexp(self.own_n[rows, bounds], self.own_b[rows, bounds])
         # a floor keeps impossible continuations finite, so scores never become nan
-        return np.maximum(psi - own, SCORE_FLOOR), max(end - own, SCORE_FLOOR)
+        deltas = np.where(possible[:, None], np.maximum(psi - own[:, None], SCORE_FLOOR), 0.0)
+        return deltas, np.where(possible, np.maximum(end - own, SCORE_FLOOR), 0.0)
+
+    def prefix_scores(self, logp: np.ndarray, blank: int, bounds: np.ndarray) -> np.ndarray:
+        """(P,) log psi(h, bounds[row]): the CTC output of those frames starts with the row's prefix."""
+        frames = int(bounds.max())
+        self.extend(logp, blank, frames)
+        return self._own_scores(logp, frames, np.arange(frames) < bounds[:, None])
+
+    def end_scores(self, logp: np.ndarray, blank: int, rows: list[int]) -> np.ndarray:
+        """(len(rows),) log P(output == h) - log psi(h) over the whole segment, logp (T', V)."""
+        _, rest = self.scores(logp, blank, np.full(self.rows, len(logp)), np.zeros((self.rows, 0), np.int64))
+        return rest[rows]
+
+    def next_token_frame(self, row: int, logp: np.ndarray, blank: int) -> int:
+        """Encoder frame where CTC most likely emits the token after the row's prefix: the
+        median of its first-emission time over the whole segment, logp (T', V)."""
+        n = len(logp)
+        self.extend(logp, blank, n)
+        probs = np.exp(logp.astype(np.float64))
+        other = 1.0 - probs[:, blank] - (probs[:, self.labels[row, -1]] if self.length else 0.0)
+        entry = np.logaddexp(self.own_n[row, :n], self.own_b[row, :n])
+        first_emit = entry + np.log(np.maximum(other, 1e-12))
+        mass = np.cumsum(np.exp(first_emit - first_emit.max()))
+        return int(np.searchsorted(mass, mass[-1] / 2))
+
+    def _own_scores(self, logp: np.ndarray, frames: int, valid: np.ndarray | None) -> np.ndarray:
+        """(P,) log psi(h) over frames [0, frames) where valid (P, frames) (None: all):
+        the parent complete, then h's last token."""
+        if not self.length:
+            return np.zeros(self.rows)
+        ready = _ready(self.par_n[:, :frames], self.par_b[:, :frames], self.same[:, -1])
+        paths = ready + logp[:frames, self.labels[:, -1]].T
+        if valid is not None:
+            paths = np.where(valid, paths, NEG_INF)
+        return np.logaddexp.reduce(paths, axis=1)
+
+    def _reserve(self, frames: int) -> None:
+        capacity = self.own_n.shape[1] - 1
+        if frames <= capacity:
+            return
+        grown = max(frames + _HEADROOM, 2 * capacity)
+        for name in ("own_n", "own_b", "par_n", "par_b"):
+            old = getattr(self, name)
+            new = _history(self.rows, grown)
+            new[:, : old.shape[1]] = old
+            setattr(self, name, new)
+
+    def _extend_frames(self, logp: np.ndarray, blank: int, n: int) -> None:
+        """Frame by frame, all prefixes of all rows at once: the frontier at t from the frontier at t - 1."""
+        t0, length = self.n, self.length
+        lp_tok = logp[t0:n][:, self.labels]  # (D, P, L)
+        lp_blank = logp[t0:n, blank].tolist()
+        keep = min(2, length + 1)  # history columns: the row's own prefix and (L >= 1) its parent's
+        kept_n, kept_b = np.empty((self.rows, n - t0, keep)), np.empty((self.rows, n - t0, keep))
+        prev_n, prev_b = self.front_n, self.front_b
+        for d in range(n - t0):
+            either = np.logaddexp(prev_n, prev_b)  # complete after frame t - 1, ending either way
+            new_n = np.empty_like(prev_n)
+            new_n[:, 0] = NEG_INF
+            if length:
+                ready = np.where(self.same, prev_b[:, :-1], either[:, :-1])
+                np.logaddexp(prev_n[:, 1:], ready, out=new_n[:, 1:])
+                new_n[:, 1:] += lp_tok[d]
+            prev_n, prev_b = new_n, either + lp_blank[d]
+            kept_n[:, d], kept_b[:, d] = prev_n[:, -keep:], prev_b[:, -keep:]
+        self.front_n, self.front_b = prev_n, prev_b
+        self.own_n[:, t0 + 1: n + 1], self.own_b[:, t0 + 1: n + 1] = kept_n[:, :, -1], kept_b[:, :, -1]
+        if length:
+            self.par_n[:, t0 + 1: n + 1], self.par_b[:, t0 + 1: n + 1] = kept_n[:, :, 0], kept_b[:, :, 0]
+
+    def _extend_rows(self, logp: np.ndarray, blank: int, n: int) -> None:
+        """Prefix by prefix, each in closed form over frames [n_old, n) for all rows at once."""
+        t0, length = self.n, self.length
+        lp_blank = np.broadcast_to(logp[t0:n, blank].astype(np.float64), (self.rows, n - t0))
+        front_n, front_b = np.empty_like(self.front_n), np.empty_like(self.front_b)
+        row_n = row_b = None
+        for col in range(length + 1):
+            if col == 0:  # the empty prefix: only blanks, never ends in a token
+                row_n = np.full((self.rows, n - t0), NEG_INF)
+                row_b = self.front_b[:, :1] + np.cumsum(lp_blank, axis=1)
+            else:
+                # readiness of the prefix one shorter at t - 1, for t in [t0, n)
+                above_n = np.concatenate([self.front_n[:, col - 1: col], row_n[:, :-1]], axis=1)
+                above_b = np.concatenate([self.front_b[:, col - 1: col], row_b[:, :-1]], axis=1)
+                entry = _ready(above_n, above_b, self.same[:, col - 1])
+                row_n = _recurrence(self.front_n[:, col], entry,
+                                    logp[t0:n][:, self.labels[:, col - 1]].T.astype(np.float64))
+                own_before = np.concatenate([self.front_n[:, col: col + 1], row_n[:, :-1]], axis=1)
+                row_b = _recurrence(self.front_b[:, col], own_before, lp_blank)
+            if col == length:
+                self.own_n[:, t0 + 1: n + 1], self.own_b[:, t0 + 1: n + 1] = row_n, row_b
+            elif col == length - 1:
+                self.par_n[:, t0 + 1: n + 1], self.par_b[:, t0 + 1: n + 1] = row_n, row_b
+            front_n[:, col], front_b[:, col] = row_n[:, -1], row_b[:, -1]
+        self.front_n, self.front_b = front_n, front_b
+
+
+def _history(rows: int, frames: int) -> np.ndarray:
+    """(rows, 1 + frames) history, -inf: nothing is possible until computed."""
+    return np.full((rows, frames + 1), NEG_INF)
+
+
+def _ready(hist_n: np.ndarray, hist_b: np.ndarray, repeat: np.ndarray) -> np.ndarray:
+    """log prob that a prefix is complete, from its (P, D) histories. `repeat` (P,): the next token
+    equals the prefix's last one, so a blank must come in between (only r_b counts)."""
+    return np.where(repeat[:, None], hist_b, np.logaddexp(hist_n, hist_b))

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from service.pipeline.ctc_prefix import SCORE_FLOOR, CtcPrefix
+from service.pipeline.ctc_prefix import SCORE_FLOOR, CtcBeam
 
 if TYPE_CHECKING:  # numpy only at run time: the service's configuration imports this module's defaults
     from service.pipeline.encoder import FrameStore
@@ -81,7 +81,6 @@ class Hyp:
     align: list[tuple[int, np.ndarray]] = field(default_factory=list)  # per token: (window start, (W,) weights)
     finished: bool = False
     score: float = 0.0  # ranking score: sum of attention log-probs, or of joint scores with CTC
-    ctc: CtcPrefix | None = None  # CTC forward variables of `tokens` (joint decoding only)
     lm_h: np.ndarray | None = None  # (lm_hidden,) LM state after <sos> + tokens[:-1]; the next step feeds tokens[-1]
     lm_c: np.ndarray | None = None
 
@@ -128,11 +127,12 @@ class WindowedDecoder:
         first_att = np.zeros(w, np.float32)
         first_att[back] = 1.0  # training starts from a one-hot at frame 0
         zero = np.zeros(info.dec_hidden, np.float32)
-        root = CtcPrefix() if (options.ctc_weight or 0.0) > 0 and self.blank >= 0 else None
         self.lm_weight = (options.lm_weight or 0.0) if lm is not None else 0.0
         lm_zero = np.zeros(lm.hidden, np.float32) if self.lm_weight > 0 else None
-        self.active: list[Hyp] = [Hyp([], [], zero, zero.copy(), first_att, -back, 0, ctc=root,
+        self.active: list[Hyp] = [Hyp([], [], zero, zero.copy(), first_att, -back, 0,
                                       lm_h=lm_zero, lm_c=None if lm_zero is None else lm_zero.copy())]
+        # CTC forward variables of the active hypotheses, row i for active[i] (joint decoding only)
+        self._ctc = CtcBeam.root() if (options.ctc_weight or 0.0) > 0 and self.blank >= 0 else None
         self.finished: list[Hyp] = []
         self._held: tuple[StepRequest, dict[str, np.ndarray], list[_Candidate]] | None = None
 
@@ -177,7 +177,7 @@ class WindowedDecoder:
         if self.lm_weight > 0:
             lm_inputs = {"token": inputs["token"], "h": np.stack([h.lm_h for h in self.active]),
                          "c": np.stack([h.lm_c for h in self.active])}
-        if self.active[0].ctc is None:
+        if self._ctc is None:
             return StepRequest(inputs, starts, lm_inputs=lm_inputs)
         # the window end, not store.length: what has arrived depends on the chunking
         return StepRequest(inputs, starts, [min(s + w, store.length) for s in starts], store.ctc_logp(), ended,
@@ -191,23 +191,25 @@ class WindowedDecoder:
         """
         k = self.options.beam_size
         logp = outputs["logp"]
-        w = self.options.ctc_weight if self.active[0].ctc is not None else 0.0
+        w = self.options.ctc_weight if self._ctc is not None else 0.0
         # candidates: the best tokens by the scores known for the whole vocabulary (attention, LM);
         # CTC then rescores only those few
         pre = logp if self.lm_weight == 0 else (1 - w) * logp + self.lm_weight * outputs["lm_logp"]
-        joint = self.active[0].ctc is not None
+        joint = self._ctc is not None
         # one sort for all rows (the same per-row order as sorting each row)
         tops = np.argsort(-pre, axis=1)[:, :max(k, self.options.ctc_candidates) if joint else k]
+        if joint:
+            ctc, exact = self._ctc_scores(tops, np.take_along_axis(logp, tops, axis=1), request)
+            pendings = ((tops == self.eos) & ~exact[:, None]).tolist()
         candidates: list[_Candidate] = []
         for row, hyp in enumerate(self.active):
             top = tops[row]
-            if hyp.ctc is None:
+            if not joint:
                 step_scores = logp[row, top].astype(np.float64)
                 pending = [False] * len(top)
             else:
-                ctc, exact = self._ctc_scores(hyp, top, logp[row, top], request, row)
-                step_scores = (1 - w) * logp[row, top] + w * ctc
-                pending = ((top == self.eos) & ~exact).tolist()
+                step_scores = (1 - w) * logp[row, top] + w * ctc[row]
+                pending = pendings[row]
             if self.lm_weight > 0:
                 step_scores = step_scores + self.lm_weight * outputs["lm_logp"][row, top]
             candidates += [_Candidate(s, row, t, p)
@@ -236,7 +238,7 @@ class WindowedDecoder:
         jumped = False
         for row in sorted({c.row for c in candidates if c.end_pending} - kept_ends):
             hyp = self.active[row]
-            frame = next_token_frame(hyp.ctc, ctc_logp, self.blank) - self.info.window_back // 2
+            frame = self._ctc.next_token_frame(row, ctc_logp, self.blank) - self.info.window_back // 2
             if frame > hyp.centre:
                 hyp.centre = frame
                 hyp.att = np.zeros(self.info.window_size, np.float32)
@@ -244,25 +246,29 @@ class WindowedDecoder:
                 hyp.att_start = frame - self.info.window_back
                 jumped = True
         if not jumped:
-            self._select(rescored, request, outputs)
+            self._select(rescored, request, outputs, ctc_logp)
         # else: the step is discarded; next_step() asks again from the moved windows
 
     def _exact_ends(self, candidates: list[_Candidate], request: StepRequest, outputs: dict[str, np.ndarray],
                     ctc_logp: np.ndarray) -> list[_Candidate]:
         """Re-score window-only ends with CTC's P(output complete) over the whole segment, ctc_logp (T', V)."""
         w = self.options.ctc_weight
+        pending_rows = sorted({c.row for c in candidates if c.end_pending})
+        rests = dict(zip(pending_rows, self._ctc.end_scores(ctc_logp, self.blank, pending_rows).tolist()))
         out = []
         for c in candidates:
             if c.end_pending:
-                hyp = self.active[c.row]
-                _, rest = hyp.ctc.scores(ctc_logp, self.blank, len(ctc_logp), np.zeros(0, np.int64))
+                hyp, rest = self.active[c.row], rests[c.row]
                 lm = self.lm_weight * float(outputs["lm_logp"][c.row, self.eos]) if self.lm_weight > 0 else 0.0
                 c = _Candidate(hyp.score + (1 - w) * float(outputs["logp"][c.row, self.eos]) + w * rest + lm,
                                c.row, c.token)
             out.append(c)
         return sorted(out, key=lambda c: -c.score)
 
-    def _select(self, candidates: list[_Candidate], request: StepRequest, outputs: dict[str, np.ndarray]) -> None:
+    def _select(self, candidates: list[_Candidate], request: StepRequest, outputs: dict[str, np.ndarray],
+                ctc_logp: np.ndarray | None = None) -> None:
+        """Keep the best candidates; ctc_logp (T', V): the CTC log-probs that cover every active
+        hypothesis's computed frames (the request's, or the whole segment's after an end decision)."""
         k = self.options.beam_size
         logp, att = outputs["logp"], outputs["att"]
         # score pruning: a hypothesis this far behind the best rarely recovers, and each costs a decoder
@@ -270,6 +276,7 @@ class WindowedDecoder:
         threshold = self.options.beam_threshold
         floor = candidates[0].score - threshold if threshold else -np.inf
         survivors: list[Hyp] = []
+        parents: list[int] = []
         for cand in candidates:
             if len(survivors) >= k or cand.score < floor:
                 break
@@ -280,7 +287,6 @@ class WindowedDecoder:
                         outputs["new_h"][row], outputs["new_c"][row], weights, start,
                         max(parent.centre, start + int(np.argmax(weights))),
                         parent.align + [(start, weights)], score=cand.score,
-                        ctc=parent.ctc.child(token) if parent.ctc is not None and token != self.eos else None,
                         lm_h=outputs["lm_h"][row] if self.lm_weight > 0 else None,
                         lm_c=outputs["lm_c"][row] if self.lm_weight > 0 else None)
             if token == self.eos:
@@ -288,31 +294,31 @@ class WindowedDecoder:
                 self.finished.append(child)
             else:
                 survivors.append(child)
+                parents.append(row)
+        if self._ctc is not None and survivors:
+            self._ctc = self._ctc.select(np.array(parents), np.array([h.tokens[-1] for h in survivors]),
+                                         request.ctc_logp if ctc_logp is None else ctc_logp, self.blank)
         self.active = survivors
         if len(self.finished) >= k:
             self._finish_active(drop=True)
 
-    def _ctc_scores(self, hyp: Hyp, tokens: np.ndarray, att_logp: np.ndarray, request: StepRequest,
-                    row: int) -> tuple[np.ndarray, bool]:
-        """(K,) CTC log-probs of each candidate token after `hyp` (for eos: of the output ending).
+    def _ctc_scores(self, tokens: np.ndarray, att_logp: np.ndarray, request: StepRequest) -> tuple[np.ndarray, np.ndarray]:
+        """(P, C) CTC log-probs of each row's candidate tokens (for eos: of the output ending).
 
         CTC sees frames up to the window end only. The mass it gives to "nothing more up to
         there" (`rest`) means the next token lies beyond the window, where CTC knows nothing:
-        that mass is shared out by the attention's own distribution (att_logp (K,)). Once the
+        that mass is shared out by the attention's own distribution (att_logp (P, C)). Once the
         window reaches past the segment end there is no beyond, and ending is CTC's own score.
-        The mixture stays a distribution over tokens and the end. Returns the scores and
-        whether the end's score is exact (the window reaches past the segment end).
+        The mixture stays a distribution over tokens and the end. Returns the scores and, per
+        row, whether the end's score is exact (the window reaches past the segment end).
         """
-        out = np.full(len(tokens), SCORE_FLOOR)  # blank is no output token
-        content = (tokens != self.eos) & (tokens != self.blank)
-        deltas, rest = hyp.ctc.scores(request.ctc_logp, self.blank, request.bounds[row], tokens[content])
-        if request.starts[row] + self.info.window_size > len(request.ctc_logp):
-            out[content] = deltas
-            out[tokens == self.eos] = rest
-            return out, True
-        out[content] = np.logaddexp(deltas, rest + att_logp[content])
-        out[tokens == self.eos] = rest + att_logp[tokens == self.eos]
-        return out, False
+        deltas, rest = self._ctc.scores(request.ctc_logp, self.blank, np.array(request.bounds), tokens)
+        exact = np.array(request.starts) + self.info.window_size > len(request.ctc_logp)  # (P,)
+        # (float32 sums as in the per-hypothesis version this replaced: same decisions, bit for bit)
+        beyond = rest.astype(np.float32)[:, None] + att_logp  # (P, C)
+        out = np.where(exact[:, None], deltas, np.logaddexp(deltas, beyond))
+        out = np.where(tokens == self.eos, np.where(exact[:, None], rest[:, None], beyond), out)
+        return np.where(tokens == self.blank, SCORE_FLOOR, out), exact  # blank is no output token
 
     def _finish_active(self, drop: bool = False) -> None:
         """End of decoding: remaining hypotheses end here (budget hit or enough finished)."""
@@ -348,18 +354,6 @@ def _content_tokens(self: Hyp, eos: int) -> list[int]:
 
 
 Hyp.content_tokens = _content_tokens  # type: ignore[attr-defined]
-
-
-def next_token_frame(prefix: CtcPrefix, ctc_logp: np.ndarray, blank: int) -> int:
-    """Encoder frame where CTC most likely emits the token after `prefix`: the median of its
-    first-emission time over the whole segment, ctc_logp (T', V)."""
-    n = len(ctc_logp)
-    prefix.extend(ctc_logp, blank, n)
-    probs = np.exp(ctc_logp.astype(np.float64))
-    other = 1.0 - probs[:, blank] - (0.0 if prefix.is_root else probs[:, prefix.token])
-    first_emit = prefix.entry(0, n, repeat=False) + np.log(np.maximum(other, 1e-12))
-    mass = np.cumsum(np.exp(first_emit - first_emit.max()))
-    return int(np.searchsorted(mass, mass[-1] / 2))
 
 
 def shift_window(att: np.ndarray, offset: int) -> np.ndarray:
