@@ -70,3 +70,32 @@ def test_failed_call_fails_only_its_requests(tiny_model_dir):
             await batcher.close()
 
     asyncio.run(main())
+
+
+def test_close_cancels_queued_requests_and_lets_the_running_batch_finish():
+    """A request waiting for a busy thread must not hang forever when the batcher stops."""
+    import threading
+
+    release = threading.Event()
+
+    def run(inputs):
+        release.wait(10)
+        return {"logp": inputs["token"].astype(np.float32)}
+
+    async def main():
+        with ThreadPoolExecutor(1) as pool:
+            batcher = MicroBatcher("decoder", run, DECODER_BATCH_AXES, pool, threads=1)
+            batcher.start()
+            running = asyncio.ensure_future(batcher.submit({"token": np.ones(1, np.int64)}))
+            await asyncio.sleep(0.05)  # dispatched: the only thread is now busy
+            queued = asyncio.ensure_future(batcher.submit({"token": np.full(1, 2, np.int64)}))
+            await asyncio.sleep(0.05)
+            closing = asyncio.ensure_future(batcher.close())
+            await asyncio.sleep(0.05)
+            assert queued.cancelled() and not closing.done()  # close waits for the running batch
+            release.set()
+            await closing
+            return await running
+
+    out = asyncio.run(main())
+    np.testing.assert_array_equal(out["logp"], [1.0])
