@@ -183,10 +183,11 @@ class VadSegmenter:
 
     def _step_silence(self, frame: _Frame, events: list[VadEvent]) -> None:
         self._recent.append(frame)
-        onset = list(self._recent)[-self._onset_frames :]
-        if len(onset) < self._onset_frames or not all(f.voiced for f in onset):
+        k = self._onset_frames
+        # the common case (silence) returns at the first test
+        if not frame.voiced or len(self._recent) < k or not all(self._recent[-j].voiced for j in range(2, k + 1)):
             return
-        start = max(self._floor, onset[0].start - self._padding, self._recent[0].start)
+        start = max(self._floor, self._recent[-k].start - self._padding, self._recent[0].start)
         audio = np.concatenate([f.samples for f in self._recent])
         audio = audio[start - self._recent[0].start :]
         self._recent.clear()
@@ -265,12 +266,17 @@ def _to_pcm16(samples: np.ndarray) -> bytes:
 
 
 def _merge_audio(events: list[VadEvent]) -> list[VadEvent]:
-    """Join consecutive SpeechAudio events into one."""
+    """Join consecutive SpeechAudio events into one (one concatenation per run)."""
     merged: list[VadEvent] = []
-    for event in events:
-        last = merged[-1] if merged else None
-        if isinstance(event, SpeechAudio) and isinstance(last, SpeechAudio):
-            merged[-1] = SpeechAudio(last.start, np.concatenate([last.samples, event.samples]))
-        else:
+    run: list[SpeechAudio] = []
+    for event in [*events, None]:
+        if isinstance(event, SpeechAudio):
+            run.append(event)
+            continue
+        if run:
+            merged.append(run[0] if len(run) == 1 else
+                          SpeechAudio(run[0].start, np.concatenate([r.samples for r in run])))
+            run = []
+        if event is not None:
             merged.append(event)
     return merged
