@@ -198,23 +198,22 @@ class WindowedDecoder:
         joint = self._ctc is not None
         # one sort for all rows (the same per-row order as sorting each row)
         tops = np.argsort(-pre, axis=1)[:, :max(k, self.options.ctc_candidates) if joint else k]
+        att = np.take_along_axis(logp, tops, axis=1)  # (P, C)
         if joint:
-            ctc, exact = self._ctc_scores(tops, np.take_along_axis(logp, tops, axis=1), request)
-            pendings = ((tops == self.eos) & ~exact[:, None]).tolist()
-        candidates: list[_Candidate] = []
-        for row, hyp in enumerate(self.active):
-            top = tops[row]
-            if not joint:
-                step_scores = logp[row, top].astype(np.float64)
-                pending = [False] * len(top)
-            else:
-                step_scores = (1 - w) * logp[row, top] + w * ctc[row]
-                pending = pendings[row]
-            if self.lm_weight > 0:
-                step_scores = step_scores + self.lm_weight * outputs["lm_logp"][row, top]
-            candidates += [_Candidate(s, row, t, p)
-                           for t, s, p in zip(top.tolist(), (hyp.score + step_scores).tolist(), pending)]
-        candidates.sort(key=lambda c: -c.score)
+            ctc, exact = self._ctc_scores(tops, att, request)
+            step_scores = (1 - w) * att + w * ctc
+            pending = (tops == self.eos) & ~exact[:, None]
+        else:
+            step_scores = att.astype(np.float64)
+            pending = np.zeros(tops.shape, bool)
+        if self.lm_weight > 0:
+            step_scores = step_scores + self.lm_weight * np.take_along_axis(outputs["lm_logp"], tops, axis=1)
+        totals = (np.array([h.score for h in self.active])[:, None] + step_scores).ravel()
+        # best first; a stable sort keeps ties in row order, as the per-row lists it replaced did
+        order = np.argsort(-totals, kind="stable")
+        rows = order // tops.shape[1]
+        candidates = [_Candidate(s, r, t, p) for s, r, t, p in
+                      zip(totals[order].tolist(), rows.tolist(), tops.ravel()[order].tolist(), pending.ravel()[order].tolist())]
         if any(c.end_pending for c in candidates[:k]):
             if not request.ended:
                 self._held = (request, outputs, candidates)
