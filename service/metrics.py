@@ -5,6 +5,7 @@ Names follow docs/ARCHITECTURE.md; the deployment's alerts and dashboard use the
 """
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Callable
 from http.server import ThreadingHTTPServer
@@ -24,6 +25,8 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5
 _RTF_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 _INFERENCE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+EVENT_LOOP_LAG_INTERVAL_S = 0.25
 
 # multiprocess_mode applies with STT_WORKERS > 1 (service/workers.py): the supervisor sums the
 # workers' files; "livesum" drops a worker that died, "max" reports the one configured value.
@@ -73,6 +76,23 @@ INFERENCE_SECONDS = Histogram(
     ["graph"],
     buckets=_INFERENCE_BUCKETS,
 )
+# A process serves all its streams from one event loop, and that loop, not the cores, is what
+# saturates first under load (docs/BENCHMARKS.md section 1): its lag rises before latency does.
+EVENT_LOOP_LAG = Histogram(
+    "stt_event_loop_lag_seconds",
+    f"How late the server process's event loop ran a timer due every {EVENT_LOOP_LAG_INTERVAL_S:g} s "
+    "(near 0 with CPU to spare).",
+    buckets=_LAG_BUCKETS,
+)
+
+
+async def watch_event_loop(interval_s: float = EVENT_LOOP_LAG_INTERVAL_S) -> None:
+    """Observe EVENT_LOOP_LAG until cancelled; run as a task on the serving loop."""
+    loop = asyncio.get_running_loop()
+    while True:
+        due = loop.time() + interval_s
+        await asyncio.sleep(interval_s)
+        EVENT_LOOP_LAG.observe(max(0.0, loop.time() - due))
 
 
 def serve_metrics(port: int, host: str = "0.0.0.0", registry: CollectorRegistry = REGISTRY) -> ThreadingHTTPServer:

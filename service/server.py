@@ -10,6 +10,7 @@ Lifecycle (``service/__main__.py`` drives it):
 """
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 from http.server import ThreadingHTTPServer
@@ -105,6 +106,7 @@ class SttServer:
         self.health = health.aio.HealthServicer()
         self._server: grpc.aio.Server | None = None
         self._metrics_http: ThreadingHTTPServer | None = None
+        self._loop_watch: asyncio.Task | None = None  # samples stt_event_loop_lag_seconds
         self.port: int | None = None
         self.metrics_port: int | None = None
 
@@ -144,11 +146,13 @@ class SttServer:
         if self.port == 0:
             raise OSError(f"cannot bind the gRPC port {address}: choose a free one with STT_PORT or --port")
         await self._server.start()
+        self._loop_watch = asyncio.get_running_loop().create_task(metrics.watch_event_loop(), name="event-loop-lag")
         if self._serve_metrics:
             try:
                 self._metrics_http = metrics.serve_metrics(self.settings.metrics_port, self.settings.host)
             except OSError:
                 await self._server.stop(0)  # no half-started server: the caller exits
+                self._stop_loop_watch()
                 raise
             self.metrics_port = self._metrics_http.server_port
         log.info(
@@ -174,12 +178,18 @@ class SttServer:
         log.info("draining", extra={"active_streams": self.admission.active, "grace_s": grace_s})
         if self._server is not None:
             await self._server.stop(grace_s)
+        self._stop_loop_watch()
         self._stop_metrics()
         log.info("stopped")
 
     async def wait_for_termination(self) -> None:
         if self._server is not None:
             await self._server.wait_for_termination()
+
+    def _stop_loop_watch(self) -> None:
+        if self._loop_watch is not None:
+            self._loop_watch.cancel()
+            self._loop_watch = None
 
     def _stop_metrics(self) -> None:
         if self._metrics_http is not None:

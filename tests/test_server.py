@@ -299,3 +299,26 @@ def test_drain_finishes_in_flight_streams(audio):
         draining.result(15)
     finally:
         running.stop()
+
+
+def test_event_loop_lag_is_sampled_and_shows_a_blocked_loop():
+    """stt_event_loop_lag_seconds: small while the loop is free, at least the blocked time when
+    something holds it (what a CPU-bound process looks like from inside)."""
+    running = RunningServer(make_settings(), engine=None)
+    try:
+        def slow() -> float:  # observations above 0.25 s
+            return (running.metric("stt_event_loop_lag_seconds_count")
+                    - running.metric("stt_event_loop_lag_seconds_bucket", {"le": "0.25"}))
+
+        time.sleep(0.6)
+        count, slow_before = running.metric("stt_event_loop_lag_seconds_count"), slow()
+        lag_before = running.metric("stt_event_loop_lag_seconds_sum")
+        assert count >= 1  # sampled while idle
+        running._loop.call_soon_threadsafe(time.sleep, 0.6)  # hold the serving loop for 0.6 s
+        deadline = time.monotonic() + 5
+        while slow() == slow_before and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert slow() == slow_before + 1
+        assert running.metric("stt_event_loop_lag_seconds_sum") - lag_before >= 0.3
+    finally:
+        running.stop()
