@@ -415,7 +415,8 @@ class StreamSession:
 
     def _check_voice_timeouts(self) -> list[StreamOutput]:
         """Google's voice_activity_timeout: end the stream on too long a silence."""
-        if self.done or not self._channels:
+        if self.done or not self._channels or (
+                self.config.speech_start_timeout_s is None and self.config.speech_end_timeout_s is None):
             return []
         position_s = min(c.vad.position for c in self._channels) / MODEL_RATE_HZ
         speaking = any(c.segment is not None for c in self._channels)

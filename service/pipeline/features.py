@@ -63,14 +63,13 @@ class FeatureExtractor:
 
     def _drain(self) -> np.ndarray:
         ready = self._fbank.num_frames_ready
+        if ready == self._emitted:  # a message shorter than a frame shift
+            return np.zeros((0, self.config.num_mel_bins), np.float32)
         # get_frame returns a view into the fbank's buffer: copy before pop() frees it.
         frames = [np.array(self._fbank.get_frame(i), dtype=np.float32) for i in range(self._emitted, ready)]
-        if frames:
-            # Free the frames we handed out: memory stays flat over hour-long streams.
-            self._fbank.pop(ready - self._emitted)
+        # Free the frames we handed out: memory stays flat over hour-long streams.
+        self._fbank.pop(ready - self._emitted)
         self._emitted = ready
-        if not frames:
-            return np.zeros((0, self.config.num_mel_bins), np.float32)
         return np.maximum(np.stack(frames), LOG_MEL_FLOOR).astype(np.float32)
 
 

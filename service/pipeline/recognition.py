@@ -36,7 +36,10 @@ class SegmentRecognizer:
 
     async def accept(self, samples: np.ndarray) -> Hypothesis | None:
         """(N,) float32 [-1, 1] 16 kHz speech -> updated partial, or None if no new token."""
-        for chunk in self.chunker.push(self.features.process(samples)):
+        chunks = self.chunker.push(self.features.process(samples))
+        if not chunks:  # no new encoder frames: the decoder already did all it could (small messages)
+            return None
+        for chunk in chunks:
             await self._encode(chunk)
         await self._decode(ended=False)
         n_tokens = len(self.decoder.partial().tokens) if self.decoder.active or self.decoder.finished else 0

@@ -138,6 +138,9 @@ class VadSegmenter:
         """(N,) float32 16 kHz -> events for every whole frame now available."""
         data = np.concatenate([self._pending, np.asarray(samples, np.float32).reshape(-1)])
         n_frames = len(data) // self._frame_len
+        if not n_frames:  # messages shorter than a frame: nothing to classify yet
+            self._pending = data
+            return []
         events: list[VadEvent] = []
         # one int16 conversion per call, not per frame: this runs for every message of every stream
         pcm = _to_pcm16(data[: n_frames * self._frame_len])
