@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable
 from http.server import ThreadingHTTPServer
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -110,18 +110,34 @@ def serve_metrics(port: int, host: str = "0.0.0.0", registry: CollectorRegistry 
 
 class SupervisorMetrics(Collector):
     """The supervisor's own series (STT_WORKERS > 1), read when scraped:
-    ``stt_workers_serving`` (workers that loaded the model and take streams) and
-    ``stt_worker_restarts_total`` (workers that died while serving and were replaced)."""
+    ``stt_workers_serving`` (workers that loaded the model and take streams),
+    ``stt_worker_restarts_total`` (workers that died while serving and were replaced) and,
+    per live worker (label ``worker``, its index), what ``process_*`` says of one process:
+    ``stt_worker_resident_memory_bytes``, ``stt_worker_cpu_seconds_total``, ... (prometheus_client's
+    ProcessCollector reads them from /proc; the multiprocess registry has no process_* series)."""
 
-    def __init__(self, serving: Callable[[], int], restarts: Callable[[], int]) -> None:
+    def __init__(self, serving: Callable[[], int], restarts: Callable[[], int],
+                 worker_pids: Callable[[], dict[int, int]] = dict) -> None:
         self._serving = serving
         self._restarts = restarts
+        self._worker_pids = worker_pids  # worker index -> pid of the live ones
 
     def collect(self):
         yield GaugeMetricFamily("stt_workers_serving", "Worker processes serving (STT_WORKERS > 1).",
                                 value=self._serving())
         yield CounterMetricFamily("stt_worker_restarts", "Worker processes that died while serving and were replaced.",
                                   value=self._restarts())
+        per_worker: dict[str, GaugeMetricFamily | CounterMetricFamily] = {}
+        for index, pid in sorted(self._worker_pids().items()):
+            # registry=None: a throwaway collector for one scrape, not registered anywhere
+            for family in ProcessCollector(pid=lambda pid=pid: pid, registry=None).collect():
+                name = "stt_worker_" + family.name.removeprefix("process_")
+                if name not in per_worker:
+                    kind = CounterMetricFamily if family.type == "counter" else GaugeMetricFamily
+                    per_worker[name] = kind(name, f"{family.documentation} (per worker process)", labels=["worker"])
+                for sample in family.samples:
+                    per_worker[name].add_metric([str(index)], sample.value)
+        yield from per_worker.values()
 
 
 def serve_multiprocess_metrics(port: int, host: str, directory: str, supervisor: Collector) -> ThreadingHTTPServer:

@@ -173,6 +173,11 @@ class Supervisor:
             log.error("a dead worker held the stream slot lock; freeing it", extra={"worker": index})
         self._slot_lock.release()
 
+    def _live_pids(self) -> dict[int, int]:
+        """Worker index -> pid, for /metrics. Runs in the metrics server's thread, so it only reads:
+        a worker that died meanwhile has no /proc entry left and simply reports nothing."""
+        return {index: proc.pid for index, proc in enumerate(list(self._procs)) if proc is not None and proc.pid}
+
     def _signal_all(self, sig: int) -> None:
         for proc in self._procs:
             if proc is not None and proc.is_alive():
@@ -206,7 +211,7 @@ class Supervisor:
         try:
             port = reserved.getsockname()[1]
             worker_settings = self.settings.model_copy(update={"port": port, "workers": 1})
-            own = metrics.SupervisorMetrics(lambda: sum(self._serving), lambda: self._restarted)
+            own = metrics.SupervisorMetrics(lambda: sum(self._serving), lambda: self._restarted, self._live_pids)
             try:
                 http = metrics.serve_multiprocess_metrics(self.settings.metrics_port, self.settings.host, directory, own)
             except OSError as err:  # before any worker starts: nothing to stop

@@ -122,6 +122,9 @@ def test_workers_share_the_port_the_limit_and_the_metrics_and_drain_on_sigterm(t
         assert metric(metrics_port, "stt_max_streams") == 200
         assert metric(metrics_port, "stt_workers_serving") == WORKERS
         assert metric(metrics_port, "stt_worker_restarts_total") == 0
+        for index in range(WORKERS):  # per-worker process series (the multiprocess registry has no process_*)
+            assert metric(metrics_port, f'stt_worker_resident_memory_bytes{{worker="{index}"}}') > 20e6
+            assert metric(metrics_port, f'stt_worker_cpu_seconds_total{{worker="{index}"}}') > 0
         n = 16  # P(all 16 connections hashed onto one of 2 workers) = 2 ** -15
         results: list = []
 
