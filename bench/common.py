@@ -262,6 +262,19 @@ class ServerProcess:
                     return float(line.split()[1])
         return 0.0
 
+    def histogram(self, name: str) -> dict[float, float]:
+        """Cumulative bucket counts of a histogram on /metrics: upper bound (s) -> count."""
+        import urllib.request
+
+        prefix = f'{name}_bucket{{le="'
+        buckets = {}
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+            for line in response.read().decode().splitlines():
+                if line.startswith(prefix):
+                    le, value = line[len(prefix):].split('"} ')
+                    buckets[float(le)] = float(value)
+        return buckets
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()

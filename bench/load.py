@@ -16,7 +16,9 @@ in ``--chunk-ms`` messages with interim results on. Per stream:
 - kept up: the client never fell more than one chunk behind real time (gRPC flow
   control pushes back on a server that does not read) and no RPC error.
 
-The server's CPU % (of one core; all its processes) and RSS are sampled from /proc meanwhile. Prints a
+The server's CPU % (of one core; all its processes) and RSS are sampled from /proc meanwhile, and
+the p95 of its event-loop lag (``stt_event_loop_lag_seconds``, all workers) is read from its
+/metrics before and after each level (the bucket bound it falls under). Prints a
 table, the most streams with p95 partial latency <= ``--target-ms`` and every stream
 kept up, and writes a PNG plot and a JSON file.
 """
@@ -72,6 +74,7 @@ class LevelResult:
     server_rss_mb: float
     finals: int
     client_cpu_percent: float = float("nan")  # this load generator: on the same machine, it competes
+    loop_lag_p95_ms: float = float("nan")  # the server's stt_event_loop_lag_seconds p95 during the level (bucket bound)
 
 
 class SendClock:
@@ -174,14 +177,23 @@ def summarize(n: int, stats: list[StreamStats], sampler: ProcessSampler, chunk_m
     )
 
 
+def lag_p95_ms(before: dict[float, float], after: dict[float, float]) -> float:
+    """p95 of the observations between two scrapes of a histogram, as the bucket bound it falls under (ms)."""
+    counts = sorted((le, after[le] - before.get(le, 0.0)) for le in after)
+    total = counts[-1][1] if counts else 0.0
+    if total <= 0:
+        return float("nan")
+    return 1000 * next(le for le, count in counts if count >= 0.95 * total)
+
+
 def table(results: list[LevelResult]) -> str:
     lines = ["| streams | ok | kept up | partial p50/p95/p99 ms | final p50/p95/p99 ms | server CPU % | server RSS MB "
-             "| client CPU % |", "|---:|---:|---:|---|---|---:|---:|---:|"]
+             "| client CPU % | loop lag p95 ms (<=) |", "|---:|---:|---:|---|---|---:|---:|---:|---:|"]
     for r in results:
         part = "/".join(fmt_ms(v / 1000) for v in r.partial_ms)
         fin = "/".join(fmt_ms(v / 1000) for v in r.final_ms)
         lines.append(f"| {r.streams} | {r.ok} | {r.kept_up} | {part} | {fin} | {r.server_cpu_percent:.0f} | "
-                     f"{r.server_rss_mb:.0f} | {r.client_cpu_percent:.0f} |")
+                     f"{r.server_rss_mb:.0f} | {r.client_cpu_percent:.0f} | {r.loop_lag_p95_ms:g} |")
     return "\n".join(lines)
 
 
@@ -236,10 +248,12 @@ def main(argv: list[str] | None = None) -> int:
     with ServerProcess(require_model(args.model_dir), server_args) as server:
         print(f"server: pid {server.pid}, start-up {server.startup_s:.2f} s, model {args.model_dir}")
         for n in levels:
+            lag_before = server.histogram("stt_event_loop_lag_seconds")
             with ProcessSampler(server.pid) as sampler, ProcessSampler(os.getpid(), tree=False) as client:
                 stats = asyncio.run(run_level(server.address, n, audio, args.chunk_ms, args.end_silence_ms,
                                               args.connections))
             result = summarize(n, stats, sampler, args.chunk_ms, client)
+            result.loop_lag_p95_ms = lag_p95_ms(lag_before, server.histogram("stt_event_loop_lag_seconds"))
             results.append(result)
             errors = {s.error for s in stats if s.error}
             print(f"{n:4d} streams: partial p95 {result.partial_ms[1]:.0f} ms, final p95 {result.final_ms[1]:.0f} ms, "
