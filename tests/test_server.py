@@ -314,11 +314,16 @@ def test_event_loop_lag_is_sampled_and_shows_a_blocked_loop():
         count, slow_before = running.metric("stt_event_loop_lag_seconds_count"), slow()
         lag_before = running.metric("stt_event_loop_lag_seconds_sum")
         assert count >= 1  # sampled while idle
+        watch = running.server._loop_watch
+        assert watch is not None and not watch.done(), f"this server's lag watcher is not running: {watch!r}"
         running._loop.call_soon_threadsafe(time.sleep, 0.6)  # hold the serving loop for 0.6 s
         deadline = time.monotonic() + 5
         while slow() == slow_before and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert slow() == slow_before + 1
+        # Seen once in a full run (not reproduced since): no slow observation. Say what the watcher did.
+        assert slow() == slow_before + 1, (
+            f"watcher {watch!r}; lag sum +{running.metric('stt_event_loop_lag_seconds_sum') - lag_before:.3f} s, "
+            f"count {count} -> {running.metric('stt_event_loop_lag_seconds_count')}")
         assert running.metric("stt_event_loop_lag_seconds_sum") - lag_before >= 0.3
     finally:
         running.stop()
