@@ -88,10 +88,32 @@ def spec_augment(feats: torch.Tensor, lens: torch.Tensor, mean: torch.Tensor, rn
     return feats
 
 
+def vtlp(feats: torch.Tensor, max_warp: float, rng: random.Random) -> torch.Tensor:
+    """Vocal-tract-length perturbation on log-mel features (Jaitly & Hinton 2013), one warp per utterance.
+
+    feats (B, T, n_mels) log-mel. Each utterance's mel axis is scaled by a factor in
+    [1 - max_warp, 1 + max_warp] (linear interpolation between bins; bins past the top repeat
+    the top one): formants move as they do between speakers with longer or shorter vocal
+    tracts. Measured reason (MODEL_NOTES.md, session 10): the model does 37-40 % WER on its five
+    non-espeak training voices and 80-85 % on unseen ones; each synthetic voice is one speaker.
+    Scaling the mel index approximates scaling Hz (the warp of the paper) above ~1 kHz only.
+    """
+    bsz, _, n_mels = feats.shape
+    alphas = torch.tensor([rng.uniform(1 - max_warp, 1 + max_warp) for _ in range(bsz)], device=feats.device)
+    src = torch.clamp(torch.arange(n_mels, device=feats.device).unsqueeze(0) * alphas.unsqueeze(1), 0, n_mels - 1)
+    lo = src.floor().long()  # (B, n_mels)
+    hi = torch.clamp(lo + 1, max=n_mels - 1)
+    frac = (src - lo).unsqueeze(1)  # (B, 1, n_mels)
+    pick = lambda idx: torch.gather(feats, 2, idx.unsqueeze(1).expand(-1, feats.shape[1], -1))  # noqa: E731
+    return pick(lo) * (1 - frac) + pick(hi) * frac
+
+
 def compute_loss(model: AttentionModel, batch: Batch, tok: Tokenizer, step: int, args, windowed: bool,
                  rng: random.Random) -> tuple[torch.Tensor, dict]:
     sub = model.cfg.subsampling
     feats = batch.feats
+    if args.vtlp > 0:
+        feats = vtlp(feats, args.vtlp, rng)
     if args.spec_augment:
         feats = spec_augment(feats, batch.feat_lens, model.encoder.feat_mean, rng)
     enc = model.encoder(feats)
@@ -269,6 +291,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--guided-until", type=int, default=3000)
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--no-spec-augment", dest="spec_augment", action="store_false")
+    p.add_argument("--vtlp", type=float, default=0.0,
+                   help="vocal-tract-length perturbation: warp each utterance's mel axis by up to this fraction "
+                        "(e.g. 0.15; 0 off): more pseudo-speakers from few synthetic voices")
     p.add_argument("--clean-first", type=int, default=0,
                    help="curriculum: train on the manifest's clean utterances (augment 'clean' or none) for this "
                         "many steps, then on all (measured: noisy speech from the start holds CTC on its plateau)")
