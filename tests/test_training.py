@@ -154,3 +154,18 @@ def test_clean_first_curriculum_then_everything_and_resumes_at_the_switch(tiny_c
     train_main(common)
     assert any(i >= 5 for batch in seen[4:] for i in batch), seen
     assert (out / "final.pt").exists()
+
+
+def test_vtlp_is_identity_at_zero_and_moves_a_formant_by_the_warp():
+    import random as _random
+
+    from model_export.train import vtlp
+
+    feats = torch.zeros(3, 4, 80)
+    feats[:, :, 40] = 1.0  # one "formant" at bin 40
+    assert torch.equal(vtlp(feats, 0.0, _random.Random(0)), feats)
+    warped = vtlp(feats, 0.2, _random.Random(1))
+    alphas = [_random.Random(1).uniform(0.8, 1.2) for _ in range(1)]  # the first utterance's warp
+    peak = int(warped[0, 0].argmax())
+    assert abs(peak - 40 / alphas[0]) <= 1  # output bin k reads input bin k * alpha
+    assert torch.allclose(warped[0, 0], warped[0, 3])  # one warp per utterance, every frame alike
