@@ -10,6 +10,7 @@ already in a manifest are skipped, so a killed build loses at most in-flight wor
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import logging
 import multiprocessing as mp
@@ -38,11 +39,14 @@ class Job:
     seed: int
 
 
-def plan_jobs(n_train: int, n_dev: int, seed: int, exclude: frozenset[str] = frozenset()) -> list[Job]:
+def plan_jobs(n_train: int, n_dev: int, seed: int, exclude: frozenset[str] = frozenset(),
+              voice_glob: str | None = None) -> list[Job]:
     """Deterministic job list: the same arguments always give the same corpus.
 
     `exclude`: sentences never to use, e.g. another corpus's dev texts when this one adds
     training data with a new seed (a new seed splits the text pool differently).
+    `voice_glob`: keep only voices whose id (`engine:name`) matches, e.g. `mbrola:mb-*-en`;
+    if all kept voices of a split have weight 0 they are drawn uniformly.
     """
     sentences = [s for s in text.build_sentences(seed) if s not in exclude]
     n_dev_text = max(n_dev * 2, len(sentences) // 50)
@@ -50,8 +54,12 @@ def plan_jobs(n_train: int, n_dev: int, seed: int, exclude: frozenset[str] = fro
     rng = random.Random(seed)
     jobs = []
     for split, count, pool in (("train", n_train, train_text), ("dev", n_dev, dev_text)):
-        vs = [v for v in voices.all_voices() if v.split == split]
-        picked = rng.choices(vs, weights=[v.weight for v in vs], k=count)
+        vs = [v for v in voices.all_voices() if v.split == split
+              and (voice_glob is None or fnmatch.fnmatchcase(v.id, voice_glob))]
+        if count and not vs:
+            raise ValueError(f"no {split} voice matches {voice_glob!r}; use --{split}-utts 0")
+        weights = [v.weight for v in vs]
+        picked = rng.choices(vs, weights=weights if sum(weights) > 0 else None, k=count)
         for i, voice in enumerate(picked):
             jobs.append(Job(f"{split}-{i:06d}", split, voice, pool[i % len(pool)], rng.randrange(2**31)))
     return jobs
@@ -94,7 +102,8 @@ def done_ids(manifest: Path) -> set[str]:
 
 
 def build(out: Path, n_train: int, n_dev: int, workers: int, seed: int,
-          exclude: frozenset[str] = frozenset(), only: str | None = None) -> None:
+          exclude: frozenset[str] = frozenset(), only: str | None = None,
+          voice_glob: str | None = None) -> None:
     """Synthesizes the planned corpus into `out`; `only` ("train" or "dev") builds one split.
 
     The plan is always made for both splits, so a dev set built alone has the same
@@ -102,7 +111,7 @@ def build(out: Path, n_train: int, n_dev: int, workers: int, seed: int,
     from the worker's recent utterances, so its content may differ).
     """
     (out / "wav").mkdir(parents=True, exist_ok=True)
-    jobs = [j for j in plan_jobs(n_train, n_dev, seed, exclude) if only is None or j.split == only]
+    jobs = [j for j in plan_jobs(n_train, n_dev, seed, exclude, voice_glob) if only is None or j.split == only]
     manifests = {s: out / f"{s}.jsonl" for s in ("train", "dev")}
     finished = done_ids(manifests["train"]) | done_ids(manifests["dev"])
     todo = [j for j in jobs if j.uid not in finished]
@@ -134,10 +143,13 @@ def main() -> None:
                              "data/corpus/dev.jsonl when adding training data with another --seed")
     parser.add_argument("--only", choices=("train", "dev"),
                         help="synthesize one split of the planned corpus, e.g. the dev set for evaluation")
+    parser.add_argument("--voices", metavar="GLOB",
+                        help="only voices whose id matches, e.g. 'mbrola:mb-*-en' for the accented "
+                             "MBROLA set (train-only, so pair it with --dev-utts 0)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     exclude = frozenset(json.loads(line)["text"] for m in args.exclude_text for line in m.read_text().splitlines())
-    build(args.out, args.train_utts, args.dev_utts, args.workers, args.seed, exclude, args.only)
+    build(args.out, args.train_utts, args.dev_utts, args.workers, args.seed, exclude, args.only, args.voices)
 
 
 if __name__ == "__main__":

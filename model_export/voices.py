@@ -23,6 +23,11 @@ _ESPEAK_DEV_LANGS = ["en-us-nyc"]
 _ESPEAK_VARIANTS = ["", "+m1", "+m2", "+m3", "+m4", "+m5", "+m6", "+m7", "+f1", "+f2",
                     "+f3", "+f4", "+f5", "+klatt", "+klatt2", "+klatt4", "+david",
                     "+edward", "+john", "+linda", "+steph", "+paul", "+robert", "+aunty"]
+# MBROLA diphone voices of other languages that espeak-ng drives with English phonemes
+# (`mb-<voice>-en`): accented English, but 16 more human speakers (8 female), where the
+# core set has only five one-speaker natural voices. Train-only; the dev set is unchanged.
+ACCENTED_MBROLA = ["af1", "nl2", "fr1", "fr4", "de1", "de2", "de3", "de4", "de5", "de6",
+                   "gr2", "hu1", "pl1", "ro1", "sw1", "sw2"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,8 @@ def check_not_reserved(name: str) -> None:
 
 
 def all_voices() -> list[Voice]:
+    """Every voice. Voices with weight 0 (the accented MBROLA set) are only drawn when a
+    corpus selects them by name (`corpus --voices`), so the core corpus stays as it was."""
     voices: list[Voice] = []
     n_espeak_train = len(_ESPEAK_TRAIN_LANGS) * len(_ESPEAK_VARIANTS)
     for lang in _ESPEAK_TRAIN_LANGS:
@@ -57,6 +64,7 @@ def all_voices() -> list[Voice]:
                Voice("mbrola", "mb-en1", "dev", 1.0)]
     voices += [Voice("flite", "kal", "train", 0.08), Voice("flite", "kal16", "train", 0.09),
                Voice("flite", "awb", "train", 0.08), Voice("flite", "rms", "dev", 1.0)]
+    voices += [Voice("mbrola", f"mb-{name}-en", "train", 0.0) for name in ACCENTED_MBROLA]
     for v in voices:
         check_not_reserved(v.name)
     return voices

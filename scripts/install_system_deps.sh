@@ -9,6 +9,9 @@ SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 PKGS_MAIN="espeak-ng flite fortunes fortunes-min wordnet-base sox libsndfile1 ffmpeg prometheus openssl"
 PKGS_NONFREE="mbrola mbrola-us1 mbrola-us3 mbrola-en1"
+# other-language MBROLA voices speak English through espeak-ng (mb-<voice>-en): more speakers
+PKGS_NONFREE+=" mbrola-af1 mbrola-nl2 mbrola-fr1 mbrola-fr4 mbrola-de1 mbrola-de2 mbrola-de3 mbrola-de4"
+PKGS_NONFREE+=" mbrola-de5 mbrola-de6 mbrola-gr2 mbrola-hu1 mbrola-pl1 mbrola-ro1 mbrola-sw1 mbrola-sw2"
 
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 
 import numpy as np
 import pytest
@@ -51,6 +52,21 @@ def test_a_second_corpus_can_exclude_the_first_corpus_dev_sentences(tiny_corpus)
     excluded = corpus.plan_jobs(200, 0, seed=8, exclude=dev_texts)
     assert not {j.text for j in excluded} & dev_texts
     assert len(excluded) == len(plain) == 200
+
+
+def test_accented_mbrola_voices_are_drawn_only_when_selected_and_all_speak():
+    core = corpus.plan_jobs(2000, 100, seed=8)
+    assert not any(j.voice.name.endswith("-en") and j.voice.engine == "mbrola" for j in core)
+    accented = corpus.plan_jobs(400, 0, seed=8, voice_glob="mbrola:mb-*-en")
+    names = {j.voice.name for j in accented}
+    assert names == {f"mb-{v}-en" for v in voices.ACCENTED_MBROLA}
+    assert all(j.split == "train" for j in accented)
+    with pytest.raises(ValueError, match="--dev-utts 0"):
+        corpus.plan_jobs(10, 5, seed=8, voice_glob="mbrola:mb-*-en")
+    rng = random.Random(0)
+    for name in voices.ACCENTED_MBROLA:  # each voice's package is installed and produces speech
+        audio, sr = voices.synthesize(voices.Voice("mbrola", f"mb-{name}-en", "train", 0.0), "good morning", rng)
+        assert len(audio) / sr > 0.3 and np.abs(audio).max() > 0.05, name
 
 
 def test_the_dev_split_built_alone_matches_the_full_build(tiny_corpus, tmp_path):
