@@ -72,14 +72,18 @@ class RunningServer:
     def stub(self, channel: grpc.Channel | None = None) -> stt_pb2_grpc.SpeechStub:
         return stt_pb2_grpc.SpeechStub(channel or self.channel())
 
-    def metric(self, name: str, labels: dict[str, str] | None = None) -> float:
-        """Scrape /metrics over HTTP and return one sample's value (0.0 if absent)."""
+    def scrape(self) -> list:
+        """One scrape of /metrics over HTTP: its samples. Compare samples of one histogram
+        within one scrape; two scrapes straddle observations made between them."""
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
             text = response.read().decode()
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == name and all(sample.labels.get(k) == v for k, v in (labels or {}).items()):
-                    return sample.value
+        return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+
+    def metric(self, name: str, labels: dict[str, str] | None = None, samples: list | None = None) -> float:
+        """One sample's value (0.0 if absent), from `samples` (see `scrape`) or a fresh scrape."""
+        for sample in self.scrape() if samples is None else samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in (labels or {}).items()):
+                return sample.value
         return 0.0
 
     def wait_metric(self, name: str, value: float, timeout: float = 5.0, labels: dict[str, str] | None = None) -> float:
