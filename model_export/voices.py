@@ -6,10 +6,16 @@ never listed here and `check_not_reserved` refuses them.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
+import os
 import random
+import re
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import soundfile as sf
@@ -28,6 +34,12 @@ _ESPEAK_VARIANTS = ["", "+m1", "+m2", "+m3", "+m4", "+m5", "+m6", "+m7", "+f1", 
 # core set has only five one-speaker natural voices. Train-only; the dev set is unchanged.
 ACCENTED_MBROLA = ["af1", "nl2", "fr1", "fr4", "de1", "de2", "de3", "de4", "de5", "de6",
                    "gr2", "hu1", "pl1", "ro1", "sw1", "sw2"]
+# 12 more MBROLA voices (3 female) for which espeak-ng ships no English voice file: we write
+# `mbx-<voice>-en` ourselves (English phonemes, the voice's own mbrola line and phoneme table)
+# into a private espeak-ng data folder. Chosen by counting mbrola's missing-diphone warnings on
+# 20 dev sentences: these give 0-14 (mb-de1-en gives 16); de8, nl1, nl3, it3, it4 and br1 gave
+# 65-464 (syllables replaced by silence) and are left out.
+EXTRA_MBROLA = ["de7", "fr2", "fr3", "fr5", "fr6", "fr7", "es1", "es2", "pt1", "mx2", "cr1", "ca1"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +77,7 @@ def all_voices() -> list[Voice]:
     voices += [Voice("flite", "kal", "train", 0.08), Voice("flite", "kal16", "train", 0.09),
                Voice("flite", "awb", "train", 0.08), Voice("flite", "rms", "dev", 1.0)]
     voices += [Voice("mbrola", f"mb-{name}-en", "train", 0.0) for name in ACCENTED_MBROLA]
+    voices += [Voice("mbrola", f"mbx-{name}-en", "train", 0.0) for name in EXTRA_MBROLA]
     for v in voices:
         check_not_reserved(v.name)
     return voices
@@ -85,8 +98,48 @@ def synthesize(voice: Voice, text: str, rng: random.Random) -> tuple[np.ndarray,
         wpm = int(175 * rate)
         cmd = ["espeak-ng", "-v", voice.name, "-s", str(wpm), "-p", str(rng.randint(25, 75)),
                "--stdout", text]
+        if voice.name.startswith("mbx-"):
+            cmd[1:1] = [f"--path={espeak_data_with_extra_voices()}"]
     proc = subprocess.run(cmd, capture_output=True, timeout=120, check=True)
     audio, sr = sf.read(io.BytesIO(proc.stdout), dtype="float32")
     if audio.ndim > 1:
         audio = audio.mean(axis=1)
     return audio, sr
+
+
+@functools.cache
+def espeak_data_with_extra_voices() -> Path:
+    """A folder to pass as `espeak-ng --path`: its espeak-ng-data links every entry of the
+    system's data and adds voices/mbx/mbx-<voice>-en for EXTRA_MBROLA. Built once per
+    content in the temp folder; concurrent workers race to an atomic rename, any winner is fine."""
+    version = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True, check=True).stdout
+    match = re.search(r"Data at: (\S+)", version)
+    if not match:
+        raise RuntimeError(f"cannot find espeak-ng's data folder in {version!r}")
+    system = Path(match.group(1))
+    files = {}
+    for name in EXTRA_MBROLA:
+        line = next((ln for ln in (system / "voices" / "mb" / f"mb-{name}").read_text().splitlines()
+                     if ln.startswith("mbrola ")), None)
+        if line is None:
+            raise RuntimeError(f"espeak-ng's voice file mb/mb-{name} has no mbrola line")
+        files[f"mbx-{name}-en"] = f"name en-mbrola-{name}\nlanguage en 20\n\n{line}\n"
+    key = hashlib.sha256(repr((str(system), sorted(files.items()))).encode()).hexdigest()[:12]
+    root = Path(tempfile.gettempdir()) / f"stt-espeak-ng-{key}"
+    if root.is_dir():
+        return root
+    tmp = Path(tempfile.mkdtemp(prefix="stt-espeak-ng-", dir=root.parent))
+    data = tmp / "espeak-ng-data"
+    (data / "voices" / "mbx").mkdir(parents=True)
+    for entry in system.iterdir():
+        if entry.name != "voices":
+            (data / entry.name).symlink_to(entry)
+    for entry in (system / "voices").iterdir():
+        (data / "voices" / entry.name).symlink_to(entry)
+    for name, body in files.items():
+        (data / "voices" / "mbx" / name).write_text(body)
+    try:
+        os.rename(tmp, root)
+    except OSError:  # another worker finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root
