@@ -45,7 +45,8 @@ def plan_jobs(n_train: int, n_dev: int, seed: int, exclude: frozenset[str] = fro
 
     `exclude`: sentences never to use, e.g. another corpus's dev texts when this one adds
     training data with a new seed (a new seed splits the text pool differently).
-    `voice_glob`: keep only voices whose id (`engine:name`) matches, e.g. `mbrola:mb-*-en`;
+    `voice_glob`: keep only voices whose id (`engine:name`) matches, e.g. `mbrola:mb-*-en`, or
+    any of several comma-separated globs;
     if all kept voices of a split have weight 0 they are drawn uniformly.
     """
     sentences = [s for s in text.build_sentences(seed) if s not in exclude]
@@ -55,7 +56,7 @@ def plan_jobs(n_train: int, n_dev: int, seed: int, exclude: frozenset[str] = fro
     jobs = []
     for split, count, pool in (("train", n_train, train_text), ("dev", n_dev, dev_text)):
         vs = [v for v in voices.all_voices() if v.split == split
-              and (voice_glob is None or fnmatch.fnmatchcase(v.id, voice_glob))]
+              and (voice_glob is None or any(fnmatch.fnmatchcase(v.id, g) for g in voice_glob.split(",")))]
         if count and not vs:
             raise ValueError(f"no {split} voice matches {voice_glob!r}; use --{split}-utts 0")
         weights = [v.weight for v in vs]
@@ -145,7 +146,8 @@ def main() -> None:
                         help="synthesize one split of the planned corpus, e.g. the dev set for evaluation")
     parser.add_argument("--voices", metavar="GLOB",
                         help="only voices whose id matches, e.g. 'mbrola:mb-*-en' for the accented "
-                             "MBROLA set (train-only, so pair it with --dev-utts 0)")
+                             "MBROLA set (train-only, so pair it with --dev-utts 0); several globs: "
+                             "comma-separated")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     exclude = frozenset(json.loads(line)["text"] for m in args.exclude_text for line in m.read_text().splitlines())

@@ -34,12 +34,15 @@ _ESPEAK_VARIANTS = ["", "+m1", "+m2", "+m3", "+m4", "+m5", "+m6", "+m7", "+f1", 
 # core set has only five one-speaker natural voices. Train-only; the dev set is unchanged.
 ACCENTED_MBROLA = ["af1", "nl2", "fr1", "fr4", "de1", "de2", "de3", "de4", "de5", "de6",
                    "gr2", "hu1", "pl1", "ro1", "sw1", "sw2"]
-# 12 more MBROLA voices (3 female) for which espeak-ng ships no English voice file: we write
+# 17 more MBROLA voices (3 female) for which espeak-ng ships no English voice file: we write
 # `mbx-<voice>-en` ourselves (English phonemes, the voice's own mbrola line and phoneme table)
 # into a private espeak-ng data folder. Chosen by counting mbrola's missing-diphone warnings on
-# 20 dev sentences: these give 0-14 (mb-de1-en gives 16); de8, nl1, nl3, it3, it4 and br1 gave
-# 65-464 (syllables replaced by silence) and are left out.
-EXTRA_MBROLA = ["de7", "fr2", "fr3", "fr5", "fr6", "fr7", "es1", "es2", "pt1", "mx2", "cr1", "ca1"]
+# 20 dev sentences (mb-de1-en, which espeak-ng ships, gives 16). Session 12 kept the first 12
+# (0-14 warnings) and left out de8, nl1, nl3, it3, it4 and br1 (65-464: syllables replaced by
+# silence). Session 13 tried the 35 other Debian voices and kept id1, ir1, mx1 (0-14), ca2 (45,
+# mostly a schwa after a vowel) and gr1 (53, scattered); the rest gave 76-490, cn1 no sound.
+EXTRA_MBROLA = ["de7", "fr2", "fr3", "fr5", "fr6", "fr7", "es1", "es2", "pt1", "mx2", "cr1", "ca1",
+                "id1", "ir1", "mx1", "ca2", "gr1"]
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ PKGS_NONFREE+=" mbrola-af1 mbrola-nl2 mbrola-fr1 mbrola-fr4 mbrola-de1 mbrola-de
 PKGS_NONFREE+=" mbrola-de5 mbrola-de6 mbrola-gr2 mbrola-hu1 mbrola-pl1 mbrola-ro1 mbrola-sw1 mbrola-sw2"
 # and voices whose English voice file we write ourselves (model_export/voices.py, EXTRA_MBROLA)
 PKGS_NONFREE+=" mbrola-de7 mbrola-fr2 mbrola-fr3 mbrola-fr5 mbrola-fr6 mbrola-fr7 mbrola-es1 mbrola-es2"
-PKGS_NONFREE+=" mbrola-pt1 mbrola-mx2 mbrola-cr1 mbrola-ca1"
+PKGS_NONFREE+=" mbrola-pt1 mbrola-mx2 mbrola-cr1 mbrola-ca1 mbrola-id1 mbrola-ir1 mbrola-mx1 mbrola-ca2 mbrola-gr1"
 
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq

@@ -68,7 +68,8 @@ python -m model_export.export --checkpoint runs/accent/final.pt --out runs/v1.3.
 # voice file the corpus builder writes itself (mbx-<voice>-en, train-only), added to Phase F's data;
 # 14,000 steps from v1.3.0 (the schedule was lengthened at step 200 and shortened at step 2,200 to fit the session).
 python -m model_export.corpus --out data/corpus_mbx --train-utts 8000 --dev-utts 0 --seed 77 \
-    --exclude-text data/corpus/dev.jsonl --voices 'mbrola:mbx-*' --workers "${THREADS:-2}"
+    --exclude-text data/corpus/dev.jsonl --workers "${THREADS:-2}" \
+    --voices 'mbrola:mbx-de7-en,mbrola:mbx-fr2-en,mbrola:mbx-fr3-en,mbrola:mbx-fr5-en,mbrola:mbx-fr6-en,mbrola:mbx-fr7-en,mbrola:mbx-es1-en,mbrola:mbx-es2-en,mbrola:mbx-pt1-en,mbrola:mbx-mx2-en,mbrola:mbx-cr1-en,mbrola:mbx-ca1-en'
 cat data/corpus/train.jsonl data/corpus_accent/train.jsonl data/corpus_mbx/train.jsonl > data/train_mbx.jsonl
 mkdir -p runs/mbx && cp -n model_export/checkpoints/bpe256.* runs/mbx/
 G="python -m model_export.train --train data/train_mbx.jsonl --dev data/corpus/dev.jsonl --tokens bpe256 --threads ${THREADS:-2}

@@ -71,6 +71,11 @@ def test_accented_mbrola_voices_are_drawn_only_when_selected_and_all_speak(glob,
         assert len(audio) / sr > 0.8 and np.abs(audio).max() > 0.05, name
 
 
+def test_several_comma_separated_voice_globs_select_the_union():
+    jobs = corpus.plan_jobs(300, 0, seed=8, voice_glob="mbrola:mbx-id1-en,mbrola:mb-de*-en")
+    assert {j.voice.name for j in jobs} == {"mbx-id1-en"} | {f"mb-de{i}-en" for i in range(1, 7)}
+
+
 def test_the_dev_split_built_alone_matches_the_full_build(tiny_corpus, tmp_path):
     corpus.build(tmp_path, n_train=16, n_dev=4, workers=1, seed=7, only="dev")
     assert not (tmp_path / "train.jsonl").read_text()
