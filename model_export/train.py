@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from model_export.data import Batch, FeatureSet, collate, make_batches, read_manifest
+from model_export.grow import grow_state_dict
 from model_export.model import MASK_VALUE, AttentionModel, ModelConfig
 from model_export.bpe import CharEncoder, train_bpe
 from service.pipeline.tokenizer import Tokenizer
@@ -273,7 +274,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--size", choices=sorted(SIZES), default="default")
     p.add_argument("--enc-layers", type=int, default=0,
                    help="override the size preset (default preset: 2; measured here: 2 layers leave the CTC plateau far sooner than 3)")
-    p.add_argument("--enc-hidden", type=int, default=0, help="override the size preset's LSTM width")
+    p.add_argument("--enc-hidden", type=int, default=0,
+                   help="override the size preset's LSTM width; with --init-from a wider width grows the warm "
+                        "model (model_export/grow.py: the same function, new units to train)")
     p.add_argument("--frontend", choices=("conv1d", "conv2d"), default="conv1d",
                    help="x4 subsampling front-end (model.py); conv2d shares filters across frequency")
     p.add_argument("--enc-skip", action="store_true", help="residual projection from the conv front-end to the encoder output")
@@ -326,8 +329,12 @@ def train(args: argparse.Namespace) -> Path:
     if step:  # resumed: weights, statistics and optimizer come from the checkpoint
         log.info("continuing at step %d", step)
     elif args.init_from:
-        missing, unexpected = model.load_state_dict(
-            torch.load(args.init_from, map_location="cpu", weights_only=False)["model"], strict=False)
+        warm = torch.load(args.init_from, map_location="cpu", weights_only=False)
+        warm_sd, h_old = warm["model"], ModelConfig.from_json(warm["config"]).enc_hidden
+        if h_old != model.cfg.enc_hidden:  # --enc-hidden wider than the warm model's: same function, more units
+            warm_sd = grow_state_dict(warm_sd, model.state_dict(), h_old, model.cfg.enc_hidden)
+            log.info("encoder widened %d -> %d units (function preserved)", h_old, model.cfg.enc_hidden)
+        missing, unexpected = model.load_state_dict(warm_sd, strict=False)
         log.info("warm start from %s; new parameters: %s; dropped: %s", args.init_from, missing, unexpected)
         if model.encoder.skip is not None and "encoder.skip.weight" in missing:
             with torch.no_grad():  # a new residual branch starts silent: the warm model is unchanged

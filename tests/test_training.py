@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import shutil
 
 import numpy as np
 import pytest
@@ -192,3 +193,37 @@ def test_vtlp_is_identity_at_zero_and_moves_a_formant_by_the_warp():
     peak = int(warped[0, 0].argmax())
     assert abs(peak - 40 / alphas[0]) <= 1  # output bin k reads input bin k * alpha
     assert torch.allclose(warped[0, 0], warped[0, 3])  # one warp per utterance, every frame alike
+
+
+def _outputs(model, feats, tokens):
+    """CTC log-probs, attention log-probs and weights of `model` (eval mode) on (B, T, 80) feats."""
+    model.eval()
+    with torch.no_grad():
+        enc = model.encoder(feats)
+        ctc, keys = model.encoder.heads(enc)
+        lens = torch.full((feats.shape[0],), enc.shape[1])
+        att_logp, att = model.teacher_forced(enc, keys, lens, tokens, windowed=True)
+    return ctc, att_logp, att
+
+
+def test_a_wider_warm_start_begins_as_exactly_the_narrow_model(tiny_corpus, tmp_path):
+    common = ["--train", str(tiny_corpus / "train.jsonl"), "--dev", str(tiny_corpus / "dev.jsonl"), "--size", "tiny",
+              "--enc-layers", "2", "--enc-skip", "--ckpt-every", "1", "--average", "1", "--eval-every", "1000",
+              "--window-from", "100", "--warmup", "1", "--threads", "1", "--workers", "1", "--dev-utts", "2",
+              "--max-frames", "1000", "--steps", "2"]
+    train_main(common + ["--out", str(tmp_path / "narrow")])
+    narrow = load_checkpoint(tmp_path / "narrow" / "final.pt")
+    (tmp_path / "wide").mkdir()
+    shutil.copy(tmp_path / "narrow" / "bpe256.model", tmp_path / "wide" / "bpe256.model")  # the same token ids
+    # lr 0: the two steps leave the grown weights as they were loaded
+    train_main(common + ["--out", str(tmp_path / "wide"), "--init-from", str(tmp_path / "narrow" / "final.pt"),
+                         "--enc-hidden", "64", "--lr", "0"])
+    wide = load_checkpoint(tmp_path / "wide" / "final.pt")
+    assert (narrow.cfg.enc_hidden, wide.cfg.enc_hidden) == (48, 64)
+    assert sum(p.numel() for p in wide.parameters()) > sum(p.numel() for p in narrow.parameters())
+    feats = torch.randn(2, 200, 80, generator=torch.Generator().manual_seed(0)) * 3 + narrow.encoder.feat_mean
+    tokens = torch.randint(2, narrow.cfg.vocab_size, (2, 6), generator=torch.Generator().manual_seed(1))
+    for a, b in zip(_outputs(narrow, feats, tokens), _outputs(wide, feats, tokens)):
+        assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
+    new_units = wide.encoder.lstm.weight_hh_l0[48:64]  # input-gate rows of the 16 new units: fresh, to be trained
+    assert new_units.abs().sum() > 0
