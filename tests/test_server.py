@@ -287,6 +287,9 @@ def test_drain_finishes_in_flight_streams(audio):
     running = RunningServer(make_settings(), CountingRecognizer())
     try:
         background = BackgroundStream(running, audio, pace_s=0.05)  # about 3 s of sending
+        # In flight means the server holds it: the client having sent two messages is not enough
+        # (failed once in CI: the call reached the server after drain began and was refused, rightly).
+        assert running.wait_metric("stt_active_streams", 1) == 1
         draining = running.submit(running.server.drain(10.0))
         time.sleep(0.3)
         try:  # NOT_SERVING, or refused outright once grpc stops taking new calls
