@@ -32,7 +32,8 @@ def grow_state_dict(old_sd: dict[str, torch.Tensor], new_sd: dict[str, torch.Ten
 
     Same-shape tensors are copied; grown ones keep the fresh values at the new positions,
     except that outputs that existed before (dim 0 old) read nothing from new inputs
-    (dims >= 1 new): those weights are zero, which is what keeps the function unchanged.
+    (new columns): those weights are zero, which is what keeps the function unchanged. Only
+    vectors and (out, in) matrices grow in this model; anything else is refused.
     """
     out = {}
     for name, fresh in new_sd.items():
@@ -43,20 +44,14 @@ def grow_state_dict(old_sd: dict[str, torch.Tensor], new_sd: dict[str, torch.Ten
         if old.shape == fresh.shape:
             out[name] = old.clone()
             continue
-        if old.dim() != fresh.dim() or any(o > n for o, n in zip(old.shape, fresh.shape)):
+        if old.dim() != fresh.dim() or old.dim() > 2 or any(o > n for o, n in zip(old.shape, fresh.shape)):
             raise ValueError(f"{name}: cannot grow {tuple(old.shape)} into {tuple(fresh.shape)}")
         maps = [_index_map(name, d, o, n, h_old, h_new) for d, (o, n) in enumerate(zip(old.shape, fresh.shape))]
         grown = fresh.clone()
         grown[torch.meshgrid(*maps, indexing="ij")] = old
-        if grown.dim() >= 2:
-            old_rows = maps[0]
-            for d in range(1, grown.dim()):
-                new_cols = torch.ones(fresh.shape[d], dtype=torch.bool)
-                new_cols[maps[d]] = False
-                view = grown.index_select(0, old_rows)
-                index = [slice(None)] * grown.dim()
-                index[d] = new_cols
-                view[tuple(index)] = 0.0
-                grown[old_rows] = view
+        if grown.dim() == 2:  # (out, in): old outputs read nothing from the new inputs
+            new_cols = torch.ones(fresh.shape[1], dtype=torch.bool)
+            new_cols[maps[1]] = False
+            grown[maps[0].unsqueeze(1), new_cols.nonzero().T] = 0.0
         out[name] = grown
     return out
