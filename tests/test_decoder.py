@@ -107,6 +107,25 @@ def test_an_end_proposed_in_a_pause_waits_for_the_segment_end(bundled_graphs, be
         assert got.nbest()[0].tokens == ref.nbest()[0].tokens
 
 
+@pytest.mark.parametrize("beam", [1, 4])
+def test_a_segment_cut_mid_speech_ends_instead_of_babbling(bundled_graphs, beam):
+    """A segment that ends mid-sentence (length limit, forced end, stream end): the attention still
+    expects words, so its end probability ranks far below its top tokens. CTC, over the whole
+    segment, knows the output is complete: the end must be scored where the window reaches the
+    segment end, or the decoder repeats tokens until its budget (measured before the fix: 'with her
+    hair he have have her have her ...', 43 words for a 3.1 s cut of a 15-word sentence)."""
+    info, enc, dec = bundled_graphs
+    sentence = "please call stella and ask her to bring these things with her from the store"
+    audio = np.concatenate([silence(0.5), synthesize(sentence)[: int(3.1 * 16000)]])
+    options = DecodeOptions(beam_size=beam, ctc_weight=0.3)
+    ref, _ = offline(info, enc, dec, audio, options)
+    words = Tokenizer(info.vocab).decode(ref.nbest()[0].content_tokens(ref.eos)).split()
+    assert 3 <= len(words) <= len(sentence.split()), words
+    for seed in range(2):
+        got, _, _ = streaming(info, enc, dec, audio, options, np.random.default_rng(seed))
+        assert got.nbest()[0].tokens == ref.nbest()[0].tokens
+
+
 def test_beam_threshold_prunes_only_hypotheses_below_the_floor(bundled_graphs):
     """Score pruning on the trained model: after every step each surviving hypothesis is within
     the threshold of the step's best, pruning does leave the beam short somewhere (else the test

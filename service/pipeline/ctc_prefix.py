@@ -134,7 +134,8 @@ class CtcBeam:
         bounds (P,) >= 1; tokens (P, C) candidate ids per row (blank or eos columns give
         meaningless values) -> ((P, C) log psi(h + c) - log psi(h), (P,) log P(output == h) -
         log psi(h) for ending here). Rows whose prefix the frames cannot hold (psi(h) = 0)
-        get zeros: CTC has nothing to add.
+        already have more tokens than CTC allows: every further token gets the floor and the
+        end gets 0, so such a hypothesis can only end.
         """
         frames = int(bounds.max())
         self.extend(logp, blank, frames)
@@ -157,7 +158,7 @@ class CtcBeam:
         rows = np.arange(self.rows)
         end = np.logaddexp(self.own_n[rows, bounds], self.own_b[rows, bounds])
         # a floor keeps impossible continuations finite, so scores never become nan
-        deltas = np.where(possible[:, None], np.maximum(psi - own[:, None], SCORE_FLOOR), 0.0)
+        deltas = np.where(possible[:, None], np.maximum(psi - own[:, None], SCORE_FLOOR), SCORE_FLOOR)
         return deltas, np.where(possible, np.maximum(end - own, SCORE_FLOOR), 0.0)
 
     def prefix_scores(self, logp: np.ndarray, blank: int, bounds: np.ndarray) -> np.ndarray:

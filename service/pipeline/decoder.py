@@ -198,6 +198,14 @@ class WindowedDecoder:
         joint = self._ctc is not None
         # one sort for all rows (the same per-row order as sorting each row)
         tops = np.argsort(-pre, axis=1)[:, :max(k, self.options.ctc_candidates) if joint else k]
+        if joint:
+            # A segment cut mid-speech (length limit, forced end, stream end) leaves the attention
+            # expecting more words: its end probability ranks far below the top few, so without
+            # this the end would never be scored and the decoder would babble to its token budget.
+            # Where the window reaches past the segment end, CTC scores the end exactly: always offer it.
+            exact = np.array(request.starts) + self.info.window_size > len(request.ctc_logp)
+            lacking = exact & ~(tops == self.eos).any(axis=1)
+            tops[lacking, -1] = self.eos
         att = np.take_along_axis(logp, tops, axis=1)  # (P, C)
         if joint:
             ctc, exact = self._ctc_scores(tops, att, request)
