@@ -205,7 +205,7 @@ class StreamSession:
         self.stream_id = stream_id
         self._engine = engine
         self._options = config.decode_options()
-        self._decoder = AudioDecoder(config.audio, max_buffer_bytes)
+        self._decoder = AudioDecoder(config.audio, max_buffer_bytes, max_audio_seconds)
         self._max_audio_seconds = max_audio_seconds
         self._channels: list[_Channel] = []
         self.audio_seconds = 0.0

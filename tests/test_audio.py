@@ -1,14 +1,18 @@
 """service/pipeline/audio.py: every encoding decodes right, under any chunking."""
 from __future__ import annotations
 
+import io
+import struct
+import tracemalloc
 import warnings
 
 import numpy as np
 import pytest
+import soundfile
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.errors import InvalidAudio, InvalidConfig
+from service.errors import InvalidAudio, InvalidConfig, StreamTooLong
 from service.pipeline.audio import AudioDecoder, AudioFormat, Encoding
 from tests.speech_audio import split_bytes, synthesize, to_container, to_linear16
 
@@ -124,6 +128,57 @@ def test_corrupt_flac_is_invalid():
     decoder.process(b"fLaC" + bytes(range(200)))
     with pytest.raises(InvalidAudio, match="cannot decode FLAC"):
         decoder.flush()
+
+
+def _wav_start(format_tag: int = 1, bits: int = 16) -> bytes:
+    """RIFF/WAVE and a mono 16 kHz fmt chunk, no data chunk yet."""
+    fmt = struct.pack("<HHIIHH", format_tag, 1, 16000, 16000 * bits // 8, bits // 8, bits)
+    return b"RIFF" + struct.pack("<I", 0) + b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt
+
+
+@pytest.mark.parametrize("filler, message", [
+    (b"\x00" * 4096, "among the first 64 chunks"),  # zeros read as empty 8-byte chunks
+    (b"JUNK" + struct.pack("<I", 8 * 1024 * 1024), "in the first 1048576 bytes"),  # one huge metadata chunk
+])
+def test_wav_that_never_reaches_its_data_chunk_is_refused_early(filler, message):
+    """Without a cap every message would be buffered and the whole buffer parsed again."""
+    decoder = AudioDecoder(AudioFormat(Encoding.ENCODING_UNSPECIFIED))
+    with pytest.raises(InvalidAudio, match=message):
+        decoder.process(_wav_start() + filler)
+        for _ in range(40):  # 40 x 64 KiB: more than the 1 MiB cap
+            decoder.process(b"\x00" * 65536)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_float_wav_with_non_finite_samples_is_invalid(bad):
+    samples = np.array([0.0, 0.5, bad, -0.5], "<f4").tobytes()
+    data = _wav_start(format_tag=3, bits=32) + b"data" + struct.pack("<I", len(samples)) + samples
+    with pytest.raises(InvalidAudio, match="NaN or infinity"):
+        decode_all(AudioFormat(Encoding.ENCODING_UNSPECIFIED), [data])
+
+
+def test_flac_longer_than_the_limit_stops_decoding_at_the_limit():
+    """Silence in FLAC compresses ~4000:1: the decoder must stop at the stream limit, not first
+    expand the whole file (here 120 s of 8-channel 48 kHz audio, 184 MB as float32)."""
+    buf = io.BytesIO()
+    with soundfile.SoundFile(buf, "w", 48000, 8, format="FLAC") as f:
+        for _ in range(120):
+            f.write(np.zeros((48000, 8), np.float32))
+    data = buf.getvalue()
+    assert len(data) < 1_000_000
+    decoder = AudioDecoder(AudioFormat(Encoding.FLAC), max_seconds=10.0)
+    decoder.process(data)
+    tracemalloc.start()
+    try:
+        with pytest.raises(StreamTooLong, match="maximum stream duration of 10 seconds"):
+            decoder.flush()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 40_000_000, peak  # the 10 s allowed are 15 MB as float32
+    within = AudioDecoder(AudioFormat(Encoding.FLAC), max_seconds=121.0)
+    within.process(data)
+    assert within.flush().shape == (120 * 48000, 8)
 
 
 @pytest.mark.parametrize(

@@ -122,6 +122,14 @@ def wav_header(channels: int, rate: int = 16000, bits: int = 16) -> bytes:
     return b"RIFF" + struct.pack("<I", 0) + b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", 0)
 
 
+def float_wav(samples: np.ndarray) -> bytes:
+    """Mono 16 kHz 32-bit float WAV of (N,) samples."""
+    fmt = struct.pack("<HHIIHH", 3, 1, 16000, 64000, 4, 32)
+    data = samples.astype("<f4").tobytes()
+    return (b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt
+            + b"data" + struct.pack("<I", len(data)) + data)
+
+
 def config_twice() -> Iterator[Request]:
     yield Request(streaming_config=streaming_config())
     yield Request(audio_content=b"\x00" * 3200)
@@ -160,6 +168,14 @@ CASES = [
          lambda: stream_requests(wav_header(1, rate=192000) + b"\x00" * 320, streaming_config(
              config={"encoding": Encoding.ENCODING_UNSPECIFIED, "sample_rate_hertz": 0})),
          grpc.StatusCode.INVALID_ARGUMENT, "8000..48000 Hz, got 192000"),
+    Case("wav-without-data-chunk",  # zeros read as empty chunks: refused, not buffered for the stream's life
+         lambda: stream_requests(wav_header(1)[:36] + b"\x00" * (2 * 1024 * 1024), streaming_config(
+             config={"encoding": Encoding.ENCODING_UNSPECIFIED, "sample_rate_hertz": 0})),
+         grpc.StatusCode.INVALID_ARGUMENT, "no WAV data chunk"),
+    Case("float-wav-nan",
+         lambda: stream_requests(float_wav(np.array([0.1, NAN, 0.2] * 400, "<f4")), streaming_config(
+             config={"encoding": Encoding.ENCODING_UNSPECIFIED, "sample_rate_hertz": 0})),
+         grpc.StatusCode.INVALID_ARGUMENT, "NaN or infinity"),
     Case("garbage-as-ogg-opus",
          lambda: stream_requests(b"OggS" + bytes(range(256)) * 8, streaming_config(
              config={"encoding": Encoding.OGG_OPUS, "sample_rate_hertz": 0})),

@@ -29,6 +29,13 @@ MAX_SAMPLE_RATE_HZ = 48000
 MAX_CHANNELS = 8
 # About an hour of 16 kHz mono FLAC, or 9 minutes of 48 kHz stereo 16-bit WAV-in-FLAC.
 DEFAULT_MAX_BUFFER_BYTES = 128 * 1024 * 1024
+# Real WAV files put at most a few metadata chunks (LIST, bext, iXML, JUNK) before the samples;
+# bytes that never reach a data chunk would otherwise be buffered and re-parsed without end.
+MAX_WAV_HEADER_BYTES = 1024 * 1024
+MAX_WAV_CHUNKS = 64
+# Compressed audio is decoded in blocks, so a stream longer than its limit stops at the limit
+# instead of first expanding (silence in FLAC compresses about 4000:1) into memory.
+DECODE_BLOCK_FRAMES = 1 << 18
 
 
 class Encoding(enum.Enum):
@@ -122,7 +129,10 @@ class SampleCodec(enum.Enum):
         if self is SampleCodec.S32:
             return (np.frombuffer(data, dtype="<i4") / 2147483648.0).astype(np.float32)
         if self is SampleCodec.F32:
-            return np.clip(np.frombuffer(data, dtype="<f4"), -1.0, 1.0).astype(np.float32)
+            samples = np.frombuffer(data, dtype="<f4")
+            if not np.isfinite(samples).all():
+                raise InvalidAudio("float WAV samples include NaN or infinity; send finite samples in [-1, 1]")
+            return np.clip(samples, -1.0, 1.0).astype(np.float32)
         # S24: sign-extend three little-endian bytes into int32.
         b = np.frombuffer(data, dtype=np.uint8).reshape(-1, 3).astype(np.int32)
         value = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
@@ -202,7 +212,7 @@ def parse_wav_header(data: bytes) -> tuple[WavHeader, int] | None:
     if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
         raise InvalidAudio("not a RIFF/WAVE file")
     pos, fmt = 12, None
-    while True:
+    for _ in range(MAX_WAV_CHUNKS):
         if len(data) < pos + 8:
             return None
         chunk_id, size = data[pos : pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
@@ -217,6 +227,7 @@ def parse_wav_header(data: bytes) -> tuple[WavHeader, int] | None:
         if chunk_id == b"fmt ":
             fmt = _parse_fmt_chunk(data[body : body + size])
         pos = body + size + (size & 1)  # chunks are padded to even sizes
+    raise InvalidAudio(f"no WAV data chunk among the first {MAX_WAV_CHUNKS} chunks; is this a WAV file?")
 
 
 def _parse_fmt_chunk(body: bytes) -> tuple[SampleCodec, int, int]:
@@ -245,6 +256,9 @@ class WavStream:
             self._head += data
             parsed = parse_wav_header(self._head)
             if parsed is None:
+                if len(self._head) > MAX_WAV_HEADER_BYTES:
+                    raise InvalidAudio(f"no WAV data chunk in the first {MAX_WAV_HEADER_BYTES} bytes; "
+                                       "is this a WAV file?")
                 return None
             self.header, offset = parsed
             self._pcm = PcmStream(self.header.codec, self.header.channels)
@@ -274,17 +288,30 @@ class ContainerBuffer:
             )
         self._chunks.append(data)
 
-    def decode(self) -> tuple[np.ndarray, int]:
-        """Returns ((N, C) float32, sample rate). Raises InvalidAudio on corrupt data."""
+    def decode(self, max_seconds: float = float("inf")) -> tuple[np.ndarray, int]:
+        """Returns ((N, C) float32, sample rate). Raises InvalidAudio on corrupt data and
+        StreamTooLong, without decoding the rest, once more than max_seconds are decoded."""
         data = b"".join(self._chunks)
         self._chunks = []
         if not data:
             return np.zeros((0, 1), np.float32), 0
+        blocks = []
         try:
-            samples, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
+            with soundfile.SoundFile(io.BytesIO(data)) as f:
+                rate, limit = f.samplerate, max_seconds * f.samplerate
+                decoded = 0
+                while block := len(part := f.read(DECODE_BLOCK_FRAMES, dtype="float32", always_2d=True)):
+                    decoded += block
+                    if decoded > limit:
+                        raise StreamTooLong(f"exceeded the maximum stream duration of {max_seconds:g} seconds "
+                                            "of audio; send shorter audio")
+                    blocks.append(part)
+                channels = f.channels
         except (soundfile.LibsndfileError, RuntimeError, TypeError) as err:
             raise InvalidAudio(f"cannot decode {self.kind} audio: {err}") from None
-        return samples, int(rate)
+        if not blocks:
+            return np.zeros((0, channels), np.float32), int(rate)
+        return np.concatenate(blocks), int(rate)
 
 
 def sniff_container(head: bytes) -> str | None:
@@ -311,10 +338,12 @@ class AudioDecoder:
     2-D with ``channels`` columns; an empty (0, C) array when nothing is ready.
     """
 
-    def __init__(self, fmt: AudioFormat, max_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES) -> None:
+    def __init__(self, fmt: AudioFormat, max_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES,
+                 max_seconds: float = float("inf")) -> None:
         fmt.validate()
         self.format = fmt
         self._max_buffer_bytes = max_buffer_bytes
+        self._max_seconds = max_seconds  # of buffered containers: checked while decoding
         self._head = b""  # bytes seen before the container kind is known
         self._stream: PcmStream | WavStream | ContainerBuffer | None = None
         self.sample_rate_hz: int | None = None
@@ -365,7 +394,7 @@ class AudioDecoder:
             raise InvalidAudio("WAV header incomplete at the end of the stream")
         if not isinstance(self._stream, ContainerBuffer):
             return self._empty()
-        samples, rate = self._stream.decode()
+        samples, rate = self._stream.decode(self._max_seconds)
         if not len(samples):
             return self._empty()
         self._set_format(rate, samples.shape[1])
