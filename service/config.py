@@ -30,6 +30,7 @@ class Settings(BaseSettings):
         cli_kebab_case=True,
         cli_prog_name="stt-server",
         cli_implicit_flags=False,
+        allow_inf_nan=False,  # "inf" seconds would pass ge=0 and break timers (join(inf) overflows)
     )
 
     # Network.
@@ -59,10 +60,10 @@ class Settings(BaseSettings):
 
     # Limits.
     max_streams: int = Field(200, ge=1, description="concurrent recognition RPCs; more get RESOURCE_EXHAUSTED")
-    max_stream_seconds: float = Field(3600.0, gt=0, description="longest stream (audio or wall time); then OUT_OF_RANGE")
-    idle_timeout_seconds: float = Field(10.0, gt=0, description="longest wait for the next audio message; then OUT_OF_RANGE")
+    max_stream_seconds: float = Field(3600.0, gt=0, le=86400.0, description="longest stream (audio or wall time); then OUT_OF_RANGE")
+    idle_timeout_seconds: float = Field(10.0, gt=0, le=86400.0, description="longest wait for the next audio message; then OUT_OF_RANGE")
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024, le=2**31 - 1, description="largest request message")
-    drain_grace_seconds: float = Field(30.0, ge=0, description="on SIGTERM, time in-flight streams get to finish")
+    drain_grace_seconds: float = Field(30.0, ge=0, le=3600.0, description="on SIGTERM, time in-flight streams get to finish")
 
     # Security.
     tls_cert_file: pathlib.Path | None = Field(None, description="PEM server certificate (enables TLS)")

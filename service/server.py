@@ -139,10 +139,13 @@ class SttServer:
             await self.health.set(name, _NOT_SERVING)
         self._server = self._build()
         address = f"{self.settings.host}:{self.settings.port}"
-        if self.settings.tls_enabled:
-            self.port = self._server.add_secure_port(address, _server_credentials(self.settings))
-        else:
-            self.port = self._server.add_insecure_port(address)
+        try:  # grpcio raises RuntimeError when the address is taken (older releases returned 0)
+            if self.settings.tls_enabled:
+                self.port = self._server.add_secure_port(address, _server_credentials(self.settings))
+            else:
+                self.port = self._server.add_insecure_port(address)
+        except RuntimeError:
+            self.port = 0
         if self.port == 0:
             raise OSError(f"cannot bind the gRPC port {address}: choose a free one with STT_PORT or --port")
         await self._server.start()

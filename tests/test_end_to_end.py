@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -215,6 +216,20 @@ def test_process_exits_nonzero_without_model(tmp_path):
     )
     assert result.returncode == 1
     assert "no model directory" in result.stderr
+
+
+def test_process_on_a_taken_port_exits_with_one_clear_line():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "service", "--port", str(port), "--metrics-port", str(free_port())],
+            cwd=ROOT, env={**os.environ, "STT_HOST": "127.0.0.1"}, capture_output=True, text=True, timeout=60,
+        )
+    assert result.returncode == 1, result.stderr
+    assert f"cannot bind the gRPC port 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_process_rejects_bad_settings():
