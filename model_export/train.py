@@ -300,6 +300,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--clean-first", type=int, default=0,
                    help="curriculum: train on the manifest's clean utterances (augment 'clean' or none) for this "
                         "many steps, then on all (measured: noisy speech from the start holds CTC on its plateau)")
+    p.add_argument("--sorted-epochs", type=int, default=1,
+                   help="this many first epochs run their batches short-to-long (a curriculum for a fresh model), "
+                        "later ones shuffled; 0 shuffles from the start, which suits a warm start (--init-from): "
+                        "sorted, its first epoch ends on the longest utterances only")
     p.add_argument("--ckpt-every", type=int, default=200)
     p.add_argument("--average", type=int, default=5)
     p.add_argument("--dev-utts", type=int, default=120)
@@ -360,7 +364,7 @@ def train(args: argparse.Namespace) -> Path:
         rng = random.Random(args.seed * 1000 + epoch)
         pool = clean if step < args.clean_first else range(len(lengths))
         batches = [[pool[i] for i in b] for b in make_batches([lengths[i] for i in pool], args.max_frames, rng,
-                                                              sort=(epoch == 0))]
+                                                              sort=(epoch < args.sorted_epochs))]
         while pos < len(batches) and step < stop_at:
             batch = collate(train_set, batches[pos], model.cfg.subsampling).to(device)
             for g in opt.param_groups:

@@ -227,3 +227,28 @@ def test_a_wider_warm_start_begins_as_exactly_the_narrow_model(tiny_corpus, tmp_
         assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
     new_units = wide.encoder.lstm.weight_hh_l0[48:64]  # input-gate rows of the 16 new units: fresh, to be trained
     assert new_units.abs().sum() > 0
+
+
+@pytest.mark.parametrize("sorted_epochs", [1, 0])
+def test_first_epoch_runs_short_to_long_unless_sorted_epochs_is_zero(tiny_corpus, tmp_path, monkeypatch,
+                                                                      sorted_epochs):
+    import model_export.train as train_mod
+
+    longest: list[int] = []  # frames of the longest utterance of each training batch, in step order
+    real_collate = train_mod.collate
+
+    def spy(fs, idx, subsampling):
+        if len(fs.utts) == 16:  # the training set (the dev set has 4)
+            longest.append(max(len(fs.feats[i]) for i in idx))
+        return real_collate(fs, idx, subsampling)
+
+    monkeypatch.setattr(train_mod, "collate", spy)
+    train_main(["--train", str(tiny_corpus / "train.jsonl"), "--dev", str(tiny_corpus / "dev.jsonl"),
+                "--out", str(tmp_path / "run"), "--size", "tiny", "--eval-every", "1000", "--window-from", "100",
+                "--warmup", "2", "--threads", "1", "--workers", "1", "--dev-utts", "2", "--max-frames", "600",
+                "--steps", "40", "--max-steps-this-run", "6", "--sorted-epochs", str(sorted_epochs)])
+    assert len(longest) == 6
+    if sorted_epochs:
+        assert longest == sorted(longest), longest
+    else:  # seed 1 shuffles these batches out of order; sorted order would mean the flag was ignored
+        assert longest != sorted(longest), longest
