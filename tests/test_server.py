@@ -235,8 +235,7 @@ def test_cancellation_frees_the_session(server, audio):
 
 def test_cancellation_during_recognition_is_counted(audio):
     # The engine double takes 200 ms per chunk, so the cancel lands mid-recognition.
-    # (A cancel that arrives while the server waits for audio looks like a half-close
-    # to grpc.aio at first; the session is freed either way, see the test above.)
+    # (A cancel while the server waits for audio: the next test.)
     engine = CountingRecognizer(delay_s=0.2)
     running = RunningServer(make_settings(), engine)
     try:
@@ -249,6 +248,30 @@ def test_cancellation_during_recognition_is_counted(audio):
         assert running.wait_metric("stt_active_streams", 0) == 0
         assert running.wait_metric("stt_streams_total", before + 1, labels={"outcome": "cancelled"}) == before + 1
         assert not engine.segments[-1].finished  # no final computed for a cancelled stream
+    finally:
+        running.stop()
+
+
+def test_cancel_while_the_server_waits_for_audio_decodes_nothing(audio):
+    """grpc.aio ends the request stream on a cancel before it cancels the handler: the open
+    segment must not be decoded as if the client had half-closed (that final goes to nobody).
+    Best effort: the server yields one turn of the event loop for the cancel, which grpc usually,
+    not always, delivers by then (before: every cancelled stream was decoded)."""
+    engine = CountingRecognizer()
+    running = RunningServer(make_settings(), engine)
+    try:
+        for i in range(5):
+            stall = threading.Event()
+            call = running.stub().StreamingRecognize(stream_requests(audio[:32000], stall=stall))
+            deadline = time.monotonic() + 10
+            while len(engine.segments) <= i and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.3)  # all sent: the server now waits for the next message
+            assert len(engine.segments) == i + 1 and engine.segments[i].samples > 0
+            call.cancel()
+            stall.set()
+            assert running.wait_metric("stt_active_streams", 0) == 0
+        assert sum(seg.finished for seg in engine.segments) <= 1, [seg.finished for seg in engine.segments]
     finally:
         running.stop()
 
