@@ -126,7 +126,9 @@ async def _map_stream(
         _drop_frames(err)
         await context.abort(err.code, err.message)
     except (asyncio.CancelledError, GeneratorExit):
-        _record(grpc.StatusCode.CANCELLED)
+        # cancelled by the client, or by the server with a code set (limits.WriteWatchdog)
+        code = context.code()
+        _record(code if isinstance(code, grpc.StatusCode) and code != grpc.StatusCode.OK else grpc.StatusCode.CANCELLED)
         raise
     except Exception as err:  # noqa: BLE001 - last line of defence, logged in full
         if isinstance(err, grpc.aio.AbortError):

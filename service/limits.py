@@ -5,18 +5,25 @@ server is draining, or ``max_streams`` are already running, and keeps the
 ``stt_active_streams`` gauge. ``read_requests`` reads a request stream with
 an idle timeout (audio stopped arriving) and a wall-clock deadline (stream too
 long); both end the RPC with OUT_OF_RANGE through the domain errors.
+``WriteWatchdog`` does the same for the other direction: a client that stopped
+reading its responses.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Protocol, TypeVar
+
+import grpc
 
 from service import metrics
 from service.errors import AtCapacity, AudioTimeout, NotReady, StreamTooLong
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+_aborting: set[asyncio.Task] = set()  # strong references: the loop keeps only weak ones
 
 
 class SlotPool(Protocol):
@@ -96,3 +103,50 @@ async def read_requests(requests: AsyncIterator[T], idle_timeout_s: float, max_s
                 "and half-close the stream when done"
             ) from None
         yield message
+
+
+class WriteWatchdog:
+    """Ends a stream whose client stopped reading its responses.
+
+    While grpc sends a response the handler waits at its ``yield``; a client that
+    never reads fills the HTTP/2 window and keeps it there for ever, past the idle
+    timeout and the stream deadline (both are checked while waiting for requests),
+    holding its stream slot and session. Armed around each yield: after
+    ``timeout_s`` the handler is cancelled (its session closes, its slot frees)
+    and the call ends with OUT_OF_RANGE, which the client sees after the responses
+    it has not read yet. Create it inside the handler: it cancels the current task.
+    """
+
+    def __init__(self, timeout_s: float, context: grpc.aio.ServicerContext, stream_id: str = "") -> None:
+        self._timeout_s = timeout_s
+        self._context = context
+        self._stream_id = stream_id
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+
+    @contextlib.contextmanager
+    def armed(self) -> Iterator[None]:
+        handle = self._loop.call_later(self._timeout_s, self._fire)
+        try:
+            yield
+        finally:
+            handle.cancel()
+
+    def _fire(self) -> None:
+        log.info("client stopped reading responses", extra={"stream_id": self._stream_id})
+        # set now: the error mapping reads it when the cancelled handler closes (the outcome metric)
+        self._context.set_code(grpc.StatusCode.OUT_OF_RANGE)
+        self._task.cancel()
+        task = self._loop.create_task(self._abort())
+        _aborting.add(task)
+        task.add_done_callback(_aborting.discard)
+
+    async def _abort(self) -> None:
+        try:
+            await self._context.abort(
+                grpc.StatusCode.OUT_OF_RANGE,
+                f"the client did not read responses for {self._timeout_s:g} seconds; "
+                "read the response stream while sending audio",
+            )
+        except grpc.aio.AbortError:
+            pass

@@ -21,7 +21,7 @@ import grpc
 from google.protobuf import duration_pb2
 
 from service.errors import InvalidConfig, NotReady
-from service.limits import Admission, read_requests
+from service.limits import Admission, WriteWatchdog, read_requests
 from service.pipeline.audio import AudioFormat, Encoding
 from service.pipeline.vad import EndpointSettings
 from service.proto.stt.v1 import stt_pb2
@@ -214,9 +214,11 @@ class SpeechServicer:
                 session = self._new_session(await self._first_config(requests))
                 started = time.monotonic()
                 try:
+                    watchdog = WriteWatchdog(limits.idle_timeout_seconds, context, session.stream_id)
                     async with contextlib.aclosing(self._stream(session, requests, context)) as responses:
                         async for response in responses:
-                            yield response
+                            with watchdog.armed():
+                                yield response
                 finally:
                     session.close()
                     log.info(

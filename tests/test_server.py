@@ -276,6 +276,45 @@ def test_cancel_while_the_server_waits_for_audio_decodes_nothing(audio):
         running.stop()
 
 
+def test_a_client_that_stops_reading_is_ended_and_frees_its_slot(audio):
+    """It sends audio with interim results and alignments as fast as it can and never reads: the
+    server's writes stall on HTTP/2 flow control, where no request-side limit can see them. After
+    the idle timeout the stream ends (slot and gauge freed, OUT_OF_RANGE counted) and the client,
+    once it reads, gets what was sent and then OUT_OF_RANGE; a stream beside it is unaffected."""
+    running = RunningServer(make_settings(idle_timeout_seconds=1.5), CountingRecognizer())
+    try:
+        background = BackgroundStream(running, audio)
+        noise = (np.random.default_rng(0).standard_normal(16000 * 60) * 0.3).astype(np.float32)
+        data = to_linear16(noise)  # voiced for webrtcvad: one long segment, partials all along
+        config = streaming_config(interim_results=True, config={
+            "enable_attention_alignment": True, "enable_word_time_offsets": True,
+            "endpointing": {"vad_aggressiveness": 0, "max_segment_seconds": 120}})
+        stall = threading.Event()
+
+        def requests():
+            yield stt_pb2.StreamingRecognizeRequest(streaming_config=config)
+            for _ in range(20):  # 20 minutes of audio, far more responses than the windows hold
+                for pos in range(0, len(data), 64000):
+                    yield stt_pb2.StreamingRecognizeRequest(audio_content=data[pos:pos + 64000])
+            stall.wait(60)
+
+        before = running.metric("stt_streams_total", {"code": "OUT_OF_RANGE"})
+        call = running.stub().StreamingRecognize(requests())  # not read yet
+        assert len(background.finish()) == 2
+        assert running.wait_metric("stt_active_streams", 0, timeout=15) == 0  # freed while the client holds it
+        assert running.wait_metric("stt_streams_total", before + 1, labels={"code": "OUT_OF_RANGE"}) == before + 1
+        received = 0
+        with pytest.raises(grpc.RpcError) as info:
+            for _ in call:
+                received += 1
+        stall.set()
+        assert info.value.code() == grpc.StatusCode.OUT_OF_RANGE
+        assert "did not read responses for 1.5 seconds" in info.value.details()
+        assert received > 0
+    finally:
+        running.stop()
+
+
 # --- health and reflection ----------------------------------------------------------------------
 
 
