@@ -101,6 +101,21 @@ def test_max_length_cuts_cleanly():
     assert cuts and all(end == nxt for end, nxt in cuts)  # the next segment starts at the next sample
 
 
+@pytest.mark.parametrize("max_s", [1.2, 1.3])
+def test_a_cut_in_the_trailing_padding_opens_no_segment_on_silence(max_s):
+    """"hello there" (0.5-1.5 s) then 2 s of silence: the cut falls in the padding after the speech,
+    where nothing more is said. Before: a second segment of pure silence (an extra pair of
+    speech events and a decode of nothing)."""
+    audio = np.concatenate([silence(0.5), synthesize("hello there"), silence(2.0)])
+    segs = segments(run(VadSegmenter(EndpointSettings(max_segment_s=max_s)), [audio]))
+    assert [reason for *_, reason, _ in segs] == [EndReason.MAX_LENGTH], segs
+    # speech that resumes after such a cut still gets its own segment, pre-roll included
+    again = np.concatenate([audio[: int(2.0 * 16000)], synthesize("good morning"), silence(1.0)])
+    segs = segments(run(VadSegmenter(EndpointSettings(max_segment_s=max_s)), [again]))
+    assert len(segs) >= 2 and segs[0][2] is EndReason.MAX_LENGTH, segs
+    assert segs[1][0] < 2.0 * 16000 < segs[1][1]
+
+
 def test_force_end_then_new_segment():
     vad = VadSegmenter()
     speech = synthesize("hello there")

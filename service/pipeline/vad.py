@@ -204,7 +204,15 @@ class VadSegmenter:
             if room > 0:  # within the padding: part of the segment whatever comes next
                 now = frame.samples[:room]
                 self._silence_released += len(now)
-                self._emit(now, events, continues=True)
+                # not continues: a max-length cut here must not open a segment on silence
+                self._emit(now, events, continues=False)
+                if not self.in_speech:  # cut: what follows is silence before any next segment
+                    self._silence_frames = self._silence_released = 0
+                    self._held = []
+                    rest = frame.samples[self._floor - frame.start:]
+                    if len(rest):  # pre-roll, should speech resume
+                        self._recent.append(_Frame(self._floor, rest, False))
+                    return
                 if len(now) < len(frame.samples):
                     self._held.append(_Frame(frame.start + len(now), frame.samples[len(now):], False))
             else:
