@@ -109,10 +109,14 @@ class Assembler:
         return out_t, out_l, out_f
 
     def _words(self, tokens: list[int], logps: list[float], frames: list[int], offset_s: float) -> list[WordTiming]:
+        """Word times in order and without overlap: a word ends after its last token's frame, the next
+        starts no earlier (tokens of two words may share a frame), and each lasts at least one frame."""
         fs = self.info.frame_shift_s
-        words = []
+        words, previous_end = [], 0  # frames
         for word, span in self.tok.word_spans(tokens):
-            start = offset_s + max(0, min(frames[j] for j in span)) * fs
-            end = offset_s + (max(frames[j] for j in span) + 1) * fs
-            words.append(WordTiming(word, start, end, math.exp(float(np.mean([logps[j] for j in span])))))
+            first = max(previous_end, frames[span[0]])  # frames never decrease (see _content)
+            end = max(frames[span[-1]] + 1, first + 1)
+            words.append(WordTiming(word, offset_s + first * fs, offset_s + end * fs,
+                                    math.exp(float(np.mean([logps[j] for j in span])))))
+            previous_end = end
         return words
