@@ -118,6 +118,29 @@ def test_header_rate_mismatch_is_invalid(stereo):
         AudioDecoder(AudioFormat(Encoding.ENCODING_UNSPECIFIED, 16000)).process(data)
 
 
+@pytest.mark.parametrize("sizes", [[1], [3, 5], [100000]])
+def test_wav_file_sent_as_linear16_is_read_by_its_header(stereo, sizes):
+    """What Google's samples do with a .wav: the header is not decoded as samples."""
+    mono = stereo[:, 0]
+    wav = to_container(mono, RATE, "WAV", "PCM_16")
+    got = decode_all(AudioFormat(Encoding.LINEAR16, RATE, 1), split_bytes(wav, sizes))
+    want = decode_all(AudioFormat(Encoding.ENCODING_UNSPECIFIED), [wav])
+    assert len(want) == len(mono)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_wav_file_sent_as_linear16_with_another_rate_is_invalid(stereo):
+    wav = to_container(stereo[:, 0], RATE, "WAV", "PCM_16")
+    with pytest.raises(InvalidAudio, match=r"sample_rate_hertz \(16000\) must either be omitted or match"):
+        AudioDecoder(AudioFormat(Encoding.LINEAR16, 16000, 1)).process(wav)
+
+
+def test_fewer_than_four_bytes_of_linear16_still_decode():
+    decoder = AudioDecoder(AudioFormat(Encoding.LINEAR16, 16000, 1))
+    assert len(decoder.process(b"\x00\x40\x00")) == 0
+    assert decoder.flush()[:, 0].tolist() == [0.5]
+
+
 def test_raw_audio_without_header_is_invalid():
     with pytest.raises(InvalidAudio, match="WAV or FLAC header"):
         AudioDecoder(AudioFormat(Encoding.ENCODING_UNSPECIFIED)).process(b"\x01\x02\x03\x04\x05")

@@ -1,6 +1,7 @@
 """Audio decoding: request bytes -> (N, C) float32 samples in [-1, 1].
 
-Raw codecs (LINEAR16, MULAW, ALAW) and WAV files are decoded as they stream:
+Raw codecs (LINEAR16, MULAW, ALAW) and WAV files are decoded as they stream
+(a WAV file sent as LINEAR16/MULAW/ALAW is read as WAV: its header must agree with the config):
 each message may hold any number of bytes, including half a sample or half a
 multi-channel frame; the remainder is carried to the next message, so any
 chunking of the bytes gives the same samples.
@@ -349,9 +350,9 @@ class AudioDecoder:
         self.sample_rate_hz: int | None = None
         self.channels: int | None = None
         raw = {Encoding.LINEAR16: SampleCodec.S16, Encoding.MULAW: SampleCodec.MULAW, Encoding.ALAW: SampleCodec.ALAW}
-        if fmt.encoding in raw:
+        self._raw_codec = raw.get(fmt.encoding)  # decided at the first 4 bytes: a WAV file may come with them
+        if self._raw_codec is not None:
             self._set_format(fmt.sample_rate_hz, fmt.channels or 1)
-            self._stream = PcmStream(raw[fmt.encoding], self.channels)
         elif fmt.encoding is Encoding.FLAC:
             self._stream = ContainerBuffer("FLAC", max_buffer_bytes)
         elif fmt.encoding is Encoding.OGG_OPUS:
@@ -364,6 +365,15 @@ class AudioDecoder:
 
     def process(self, data: bytes) -> np.ndarray:
         """Bytes (any length) -> (N, C) float32 decoded so far."""
+        if self._stream is None and self._raw_codec is not None:
+            # Google's own samples send whole .wav files as LINEAR16: read the header (its rate
+            # must match the config) instead of decoding it as 22 samples of noise.
+            self._head += data
+            if len(self._head) < 4:
+                return self._empty()
+            data, self._head = self._head, b""
+            self._stream = WavStream() if data[:4] == b"RIFF" else PcmStream(self._raw_codec, self.channels)
+            self._raw_codec = None
         if self._stream is None:
             self._head += data
             kind = sniff_container(self._head)
@@ -375,10 +385,11 @@ class AudioDecoder:
             self._stream.process(data)
             return self._empty()
         if isinstance(self._stream, WavStream):
+            fresh = self._stream.header is None
             samples = self._stream.process(data)
             if samples is None:
                 return self._empty()
-            if self.sample_rate_hz is None:
+            if fresh:
                 header = self._stream.header
                 self._set_format(header.sample_rate_hz, header.channels)
             return samples
@@ -387,6 +398,10 @@ class AudioDecoder:
     def flush(self) -> np.ndarray:
         """End of stream: decode buffered containers; a trailing partial frame is dropped."""
         if self._stream is None:
+            if self._head and self._raw_codec is not None:  # fewer than 4 bytes of raw audio
+                self._stream = PcmStream(self._raw_codec, self.channels)
+                samples, self._head = self._stream.process(self._head), b""
+                return samples  # a trailing partial frame is dropped, as below
             if self._head:
                 raise InvalidAudio(f"audio too short to hold a header ({len(self._head)} bytes)")
             return self._empty()
