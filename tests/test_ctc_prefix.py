@@ -118,3 +118,13 @@ def test_a_beam_holds_memory_linear_in_frames_plus_tokens():
     held = sum(a.nbytes for a in (beam.front_n, beam.front_b, beam.own_n, beam.own_b, beam.par_n, beam.par_b))
     assert beam.front_n.shape == (2, 601)
     assert held <= 2 * 8 * (2 * 601 + 4 * 2 * (3000 + 1))  # frontier + four histories (at most 2x spare)
+
+
+def test_a_prefix_longer_than_the_frames_scores_only_its_end(logp):
+    """Four tokens cannot come out of three frames: every token gets the floor, the end 0 (the
+    hypothesis can only end), and there is no frame to jump to (no nan from all -inf)."""
+    beam = _beam([(1, 2, 1, 2)], logp[:3])
+    deltas, end = beam.scores(logp[:3], BLANK, np.array([3]), np.array([[1, 2]]))
+    assert deltas.tolist() == [[-1000.0, -1000.0]] and end.tolist() == [0.0]
+    with np.errstate(invalid="raise"):
+        assert beam.next_token_frame(0, logp[:3], BLANK) == 0

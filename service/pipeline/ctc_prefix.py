@@ -181,7 +181,10 @@ class CtcBeam:
         other = 1.0 - probs[:, blank] - (probs[:, self.labels[row, -1]] if self.length else 0.0)
         entry = np.logaddexp(self.own_n[row, :n], self.own_b[row, :n])
         first_emit = entry + np.log(np.maximum(other, 1e-12))
-        mass = np.cumsum(np.exp(first_emit - first_emit.max()))
+        top = first_emit.max()
+        if not np.isfinite(top):
+            return 0  # the frames cannot hold the prefix: no frame to jump to (callers jump forward only)
+        mass = np.cumsum(np.exp(first_emit - top))
         return int(np.searchsorted(mass, mass[-1] / 2))
 
     def _own_scores(self, logp: np.ndarray, frames: int, valid: np.ndarray | None) -> np.ndarray:
