@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Protocol, TypeVar
 
 import grpc
@@ -51,8 +51,8 @@ class Admission:
         metrics.ACTIVE_STREAMS.set(0)
 
     @contextlib.contextmanager
-    def slot(self) -> Iterator[None]:
-        """Hold one stream slot for the body; raises NotReady / AtCapacity instead."""
+    def slot(self) -> Iterator["Slot"]:
+        """Hold one stream slot for the body (or longer: ``Slot.keep``); raises NotReady / AtCapacity instead."""
         if self.draining:
             metrics.REJECTED_STREAMS_TOTAL.labels(reason="draining").inc()
             raise NotReady("the server is shutting down; retry on another replica")
@@ -65,13 +65,37 @@ class Admission:
             raise AtCapacity(f"the server is at capacity ({self.max_streams} concurrent streams); retry later")
         self.active += 1
         metrics.ACTIVE_STREAMS.inc()
+        held = Slot(self)
         try:
-            yield
+            yield held
         finally:
-            self.active -= 1
-            metrics.ACTIVE_STREAMS.dec()
-            if self.pool:
-                self.pool.release()
+            if not held.kept:
+                held.release()
+
+    def _release(self) -> None:
+        self.active -= 1
+        metrics.ACTIVE_STREAMS.dec()
+        if self.pool:
+            self.pool.release()
+
+
+class Slot:
+    """One admitted stream's place in ``Admission``; released once."""
+
+    def __init__(self, admission: Admission) -> None:
+        self._admission = admission
+        self.kept = False
+        self._released = False
+
+    def keep(self) -> Callable[[], None]:
+        """Keep the slot past the handler's end (its call still lingers); returns the release."""
+        self.kept = True
+        return self.release
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._admission._release()
 
 
 async def read_requests(requests: AsyncIterator[T], idle_timeout_s: float, max_seconds: float) -> AsyncIterator[T]:
@@ -112,14 +136,19 @@ class WriteWatchdog:
     never reads fills the HTTP/2 window and keeps it there for ever, past the idle
     timeout and the stream deadline (both are checked while waiting for requests),
     holding its stream slot and session. Armed around each yield: after
-    ``timeout_s`` the handler is cancelled (its session closes, its slot frees)
-    and the call ends with OUT_OF_RANGE, which the client sees after the responses
-    it has not read yet. Create it inside the handler: it cancels the current task.
+    ``timeout_s`` the handler is cancelled (its session closes) and the call ends
+    with OUT_OF_RANGE, which the client sees after the responses it has not read
+    yet. That status waits behind those responses too, so the call lingers in gRPC
+    until the client reads or goes: its slot stays taken (``max_streams`` still
+    bounds live calls) until then, or for ``timeout_s`` more at most, after which
+    only gRPC's buffers for it remain. Create it inside the handler: it cancels
+    the current task.
     """
 
-    def __init__(self, timeout_s: float, context: grpc.aio.ServicerContext, stream_id: str = "") -> None:
+    def __init__(self, timeout_s: float, context: grpc.aio.ServicerContext, slot: Slot, stream_id: str = "") -> None:
         self._timeout_s = timeout_s
         self._context = context
+        self._slot = slot
         self._stream_id = stream_id
         self._loop = asyncio.get_running_loop()
         self._task = asyncio.current_task()
@@ -136,10 +165,18 @@ class WriteWatchdog:
         log.info("client stopped reading responses", extra={"stream_id": self._stream_id})
         # set now: the error mapping reads it when the cancelled handler closes (the outcome metric)
         self._context.set_code(grpc.StatusCode.OUT_OF_RANGE)
+        release = self._slot.keep()
         self._task.cancel()
         task = self._loop.create_task(self._abort())
         _aborting.add(task)
-        task.add_done_callback(_aborting.discard)
+        give_up = self._loop.call_later(self._timeout_s, release)
+
+        def done(finished: asyncio.Task) -> None:
+            _aborting.discard(finished)
+            give_up.cancel()
+            release()
+
+        task.add_done_callback(done)
 
     async def _abort(self) -> None:
         try:
@@ -150,3 +187,5 @@ class WriteWatchdog:
             )
         except grpc.aio.AbortError:
             pass
+        except Exception as err:  # noqa: BLE001 - the client cancelled or went away meanwhile: nothing to tell
+            log.debug("stalled stream's status not sent: %r", err, extra={"stream_id": self._stream_id})

@@ -228,14 +228,14 @@ class SpeechServicer:
     async def StreamingRecognize(
         self, request_iterator: AsyncIterator[stt_pb2.StreamingRecognizeRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[stt_pb2.StreamingRecognizeResponse]:
-        with self._admission.slot():
+        with self._admission.slot() as slot:
             limits = self._limits
             reader = read_requests(request_iterator, limits.idle_timeout_seconds, limits.max_stream_seconds)
             async with contextlib.aclosing(reader) as requests:
                 session = self._new_session(await self._first_config(requests))
                 started = time.monotonic()
                 try:
-                    watchdog = WriteWatchdog(limits.idle_timeout_seconds, context, session.stream_id)
+                    watchdog = WriteWatchdog(limits.idle_timeout_seconds, context, slot, session.stream_id)
                     async with contextlib.aclosing(self._stream(session, requests, context)) as responses:
                         async for response in responses:
                             with watchdog.armed():

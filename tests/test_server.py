@@ -394,21 +394,3 @@ def test_event_loop_lag_is_sampled_and_shows_a_blocked_loop():
         assert running.metric("stt_event_loop_lag_seconds_sum") - lag_before >= 0.3
     finally:
         running.stop()
-
-
-@pytest.mark.parametrize("shape", [(0, 0), (1, 1), (37, 250), (200, 700)])
-def test_alignment_weights_are_the_same_message_as_assigned_floats(shape):
-    """The weights go into the message as packed bytes (fast on the event loop); the result must
-    be byte-identical to assigning the floats."""
-    from service.servicer import _alternative
-    from service.session import Alignment, Transcript
-
-    weights = np.random.default_rng(1).random(shape, dtype=np.float32)
-    tokens = tuple(f"t{i}" for i in range(shape[0]))
-    got = _alternative(Transcript("a b", 0.5, (), Alignment(tokens, weights, 0.04, 1.5)))
-    want = stt_pb2.SpeechRecognitionAlternative(transcript="a b", confidence=0.5)
-    want.attention_alignment.CopyFrom(stt_pb2.AttentionAlignment(
-        tokens=list(tokens), num_frames=shape[1], weights=weights.reshape(-1).tolist(),
-        frame_shift={"nanos": 40_000_000}, offset={"seconds": 1, "nanos": 500_000_000}))
-    assert got.SerializeToString() == want.SerializeToString()
-    assert list(got.attention_alignment.weights) == weights.reshape(-1).tolist()
