@@ -172,6 +172,20 @@ def test_wav_that_never_reaches_its_data_chunk_is_refused_early(filler, message)
             decoder.process(b"\x00" * 65536)
 
 
+@pytest.mark.parametrize("junk_bytes, valid", [(900_000, True), (1_200_000, False)])
+@pytest.mark.parametrize("piece", [65536, 10**7])
+def test_the_wav_header_limit_depends_on_the_file_not_on_the_chunking(junk_bytes, valid, piece):
+    samples = np.array([1000, -1000] * 800, "<i2").tobytes()
+    data = (_wav_start() + b"JUNK" + struct.pack("<I", junk_bytes) + bytes(junk_bytes)
+            + b"data" + struct.pack("<I", len(samples)) + samples)
+    pieces = split_bytes(data, [piece])
+    if valid:
+        assert len(decode_all(AudioFormat(Encoding.ENCODING_UNSPECIFIED), pieces)) == 1600
+    else:
+        with pytest.raises(InvalidAudio, match="no WAV data chunk in the first 1048576 bytes"):
+            decode_all(AudioFormat(Encoding.ENCODING_UNSPECIFIED), pieces)
+
+
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_float_wav_with_non_finite_samples_is_invalid(bad):
     samples = np.array([0.0, 0.5, bad, -0.5], "<f4").tobytes()
@@ -202,6 +216,29 @@ def test_flac_longer_than_the_limit_stops_decoding_at_the_limit():
     within = AudioDecoder(AudioFormat(Encoding.FLAC), max_seconds=121.0)
     within.process(data)
     assert within.flush().shape == (120 * 48000, 8)
+
+
+def _flac_of_unknown_length(samples: np.ndarray) -> bytes:
+    """FLAC as a streaming encoder writes it: total samples 0 in STREAMINFO (libsndfile then
+    reports a length of 2**63 - 1, which a one-shot read tries to allocate)."""
+    buf = io.BytesIO()
+    soundfile.write(buf, samples, 16000, format="FLAC")
+    data = bytearray(buf.getvalue())
+    data[21] &= 0xF0  # STREAMINFO starts at byte 8; its last 36 bits before the MD5 are the length
+    data[22:26] = bytes(4)
+    return bytes(data)
+
+
+def test_flac_of_unknown_length_is_a_clear_invalid_argument():
+    """Before: libsndfile's length 2**63 - 1 went to numpy, whose ValueError became INTERNAL."""
+    samples = (np.random.default_rng(0).random(16000 * 3) * 0.2 - 0.1).astype(np.float32)
+    data = _flac_of_unknown_length(samples)
+    with soundfile.SoundFile(io.BytesIO(data)) as f:
+        assert f.frames > 2**40  # the case this test is about
+    decoder = AudioDecoder(AudioFormat(Encoding.FLAC))
+    decoder.process(data)
+    with pytest.raises(InvalidAudio, match="header does not give the audio's length"):
+        decoder.flush()
 
 
 @pytest.mark.parametrize(

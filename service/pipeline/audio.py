@@ -34,9 +34,6 @@ DEFAULT_MAX_BUFFER_BYTES = 128 * 1024 * 1024
 # bytes that never reach a data chunk would otherwise be buffered and re-parsed without end.
 MAX_WAV_HEADER_BYTES = 1024 * 1024
 MAX_WAV_CHUNKS = 64
-# Compressed audio is decoded in blocks, so a stream longer than its limit stops at the limit
-# instead of first expanding (silence in FLAC compresses about 4000:1) into memory.
-DECODE_BLOCK_FRAMES = 1 << 18
 
 
 class Encoding(enum.Enum):
@@ -223,6 +220,8 @@ def parse_wav_header(data: bytes) -> tuple[WavHeader, int] | None:
                 raise InvalidAudio("WAV data chunk before the fmt chunk")
             unknown = size in (0, 0xFFFFFFFF)  # written before the length was known
             return WavHeader(fmt[0], fmt[1], fmt[2], None if unknown else size), body
+        if body + size > MAX_WAV_HEADER_BYTES:  # by the file's layout, not by how its bytes arrive
+            raise InvalidAudio(f"no WAV data chunk in the first {MAX_WAV_HEADER_BYTES} bytes; is this a WAV file?")
         if len(data) < body + size:
             return None
         if chunk_id == b"fmt ":
@@ -255,11 +254,8 @@ class WavStream:
         """Returns (N, C) float32, or None while the header is incomplete."""
         if self._pcm is None:
             self._head += data
-            parsed = parse_wav_header(self._head)
+            parsed = parse_wav_header(self._head)  # raises past MAX_WAV_HEADER_BYTES: the buffer stays bounded
             if parsed is None:
-                if len(self._head) > MAX_WAV_HEADER_BYTES:
-                    raise InvalidAudio(f"no WAV data chunk in the first {MAX_WAV_HEADER_BYTES} bytes; "
-                                       "is this a WAV file?")
                 return None
             self.header, offset = parsed
             self._pcm = PcmStream(self.header.codec, self.header.channels)
@@ -291,28 +287,24 @@ class ContainerBuffer:
 
     def decode(self, max_seconds: float = float("inf")) -> tuple[np.ndarray, int]:
         """Returns ((N, C) float32, sample rate). Raises InvalidAudio on corrupt data and
-        StreamTooLong, without decoding the rest, once more than max_seconds are decoded."""
+        StreamTooLong, before decoding, when the header's length is over max_seconds (silence in
+        FLAC compresses about 4000:1: decoding first would expand it all into memory)."""
         data = b"".join(self._chunks)
         self._chunks = []
         if not data:
             return np.zeros((0, 1), np.float32), 0
-        blocks = []
         try:
             with soundfile.SoundFile(io.BytesIO(data)) as f:
-                rate, limit = f.samplerate, max_seconds * f.samplerate
-                decoded = 0
-                while block := len(part := f.read(DECODE_BLOCK_FRAMES, dtype="float32", always_2d=True)):
-                    decoded += block
-                    if decoded > limit:
-                        raise StreamTooLong(f"exceeded the maximum stream duration of {max_seconds:g} seconds "
-                                            "of audio; send shorter audio")
-                    blocks.append(part)
-                channels = f.channels
+                if not 0 <= f.frames < 2**40:
+                    # libsndfile reports 2**63 - 1 and cannot read such a file from memory
+                    raise InvalidAudio(f"the {self.kind} header does not give the audio's length (written to a "
+                                       "pipe?); send a complete file, or LINEAR16")
+                if f.frames > max_seconds * f.samplerate:  # refused before anything is expanded
+                    raise StreamTooLong(f"exceeded the maximum stream duration of {max_seconds:g} seconds of "
+                                        "audio; send shorter audio")
+                return f.read(dtype="float32", always_2d=True), int(f.samplerate)
         except (soundfile.LibsndfileError, RuntimeError, TypeError) as err:
             raise InvalidAudio(f"cannot decode {self.kind} audio: {err}") from None
-        if not blocks:
-            return np.zeros((0, channels), np.float32), int(rate)
-        return np.concatenate(blocks), int(rate)
 
 
 def sniff_container(head: bytes) -> str | None:
