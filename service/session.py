@@ -388,21 +388,19 @@ class StreamSession:
         alternatives = list(hyp.alternatives) or [hyp]
         limit = max(1, self.config.max_alternatives)
         transcripts = tuple(
-            self._transcript(alt, hyp.attention if i == 0 else None, end_s) for i, alt in enumerate(alternatives[:limit])
+            self._transcript(alt, hyp.attention if i == 0 else None) for i, alt in enumerate(alternatives[:limit])
         )
-        # end_s: the segment's last sample. The encoder's last frame may reach past it (features
-        # are padded to whole frames), so times from frames are clamped to the audio there was.
-        result = Result(transcripts, is_final=True, stability=0.0, end_s=end_s, channel_tag=channel.tag)
+        result = Result(transcripts, is_final=True, stability=0.0, end_s=max(end_s, hyp.end_s), channel_tag=channel.tag)
         return StreamOutput(results=(result,))
 
-    def _transcript(self, alt: Any, attention: Any | None, end_s: float) -> Transcript:
+    def _transcript(self, alt: Any, attention: Any | None) -> Transcript:
         words: tuple[Word, ...] = ()
         if self.config.word_time_offsets or self.config.word_confidence:
             words = tuple(
                 Word(
                     w.word,
-                    min(w.start_s, end_s) if self.config.word_time_offsets else 0.0,
-                    min(w.end_s, end_s) if self.config.word_time_offsets else 0.0,
+                    w.start_s if self.config.word_time_offsets else 0.0,
+                    w.end_s if self.config.word_time_offsets else 0.0,
                     w.confidence if self.config.word_confidence else 0.0,
                 )
                 for w in alt.words

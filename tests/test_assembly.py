@@ -34,3 +34,11 @@ def test_separate_words_keep_their_own_frames(assembler):
     tokens = assembler.tok.encode_chars("go on")
     words = assembler._words(tokens, [-0.1] * len(tokens), [2, 3, 5, 8, 9], offset_s=0.0)
     assert [(w.word, round(w.start_s, 2), round(w.end_s, 2)) for w in words] == [("go", 0.08, 0.16), ("on", 0.32, 0.4)]
+
+
+def test_no_time_goes_past_the_segment_audio(assembler):
+    """The last encoder frame may reach past the last sample (features padded to whole 40 ms
+    frames): 'go on' aligned to frames up to 14 (0.60 s) in a segment of 0.57 s of audio."""
+    tokens = assembler.tok.encode_chars("go on")
+    words = assembler._words(tokens, [-0.1] * len(tokens), [2, 3, 5, 13, 14], offset_s=1.0, audio_end_s=1.57)
+    assert [(w.word, round(w.start_s, 2), round(w.end_s, 2)) for w in words] == [("go", 1.08, 1.16), ("on", 1.52, 1.57)]

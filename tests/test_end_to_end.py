@@ -72,6 +72,14 @@ def test_streaming_partials_finals_words_attention(server, audio):
     Event = stt_pb2.StreamingRecognizeResponse
     assert [r.speech_event_type for r in responses if r.speech_event_type] == [
         Event.SPEECH_ACTIVITY_BEGIN, Event.SPEECH_ACTIVITY_END] * 2
+    # times in order: words within their segment's audio, segments one after the other
+    ends = [r.speech_event_time.ToNanoseconds() for r in responses if r.speech_event_type == Event.SPEECH_ACTIVITY_END]
+    previous = 0
+    for final, end in zip(finals, ends):
+        assert final.result_end_time.ToNanoseconds() <= end
+        for word in final.alternatives[0].words:
+            assert previous <= word.start_time.ToNanoseconds() <= word.end_time.ToNanoseconds() <= end
+            previous = word.end_time.ToNanoseconds()
 
 
 def test_streaming_equals_whole_file(server, audio):

@@ -191,16 +191,3 @@ def test_close_is_idempotent_and_stops_work(speech):
 
     assert asyncio.run(go()) == []
 
-
-def test_final_times_never_pass_the_end_of_the_segment_audio(speech):
-    """Times from encoder frames can reach past the last sample (features are padded to whole
-    frames; the double rounds its words up the same way): the final's end is the segment's last
-    sample and no word ends after it."""
-    outputs, engine = run(config(word_time_offsets=True), [to_linear16(speech)])
-    results = finals(outputs)
-    assert len(results) == 2
-    for result, segment in zip(results, engine.segments):
-        assert result.end_s == pytest.approx(segment.offset_s + segment.samples / 16000)
-        words = result.alternatives[0].words
-        assert words and max(w.end_s for w in words) <= result.end_s + 1e-9
-        assert all(w.start_s <= w.end_s for w in words)

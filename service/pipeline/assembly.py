@@ -58,11 +58,11 @@ class Assembler:
         self.info = info
         self.tok = tokenizer
 
-    def alternative(self, hyp: Hyp, offset_s: float) -> Alternative:
+    def alternative(self, hyp: Hyp, offset_s: float, audio_end_s: float = math.inf) -> Alternative:
         tokens, logps, frames = self._content(hyp)
         text = self.tok.decode(tokens)
         confidence = math.exp(float(np.mean(hyp.logps))) if hyp.logps else 0.0
-        return Alternative(text, confidence, self._words(tokens, logps, frames, offset_s))
+        return Alternative(text, confidence, self._words(tokens, logps, frames, offset_s, audio_end_s))
 
     def partial(self, dec: WindowedDecoder, n_frames: int, offset_s: float) -> Hypothesis:
         """Mid-segment: the best active hypothesis's text and its committed prefix only.
@@ -78,18 +78,23 @@ class Assembler:
         stable = stable[: stable.rfind(" ") + 1] if " " in stable else ""
         return Hypothesis(text, stable, 0.0, 0.0, [], end_s=offset_s + n_frames * self.info.frame_shift_s)
 
-    def hypothesis(self, dec: WindowedDecoder, n_frames: int, offset_s: float, return_attention: bool) -> Hypothesis:
-        """The segment's final result: finished hypotheses ranked, with words, confidences, alternatives."""
+    def hypothesis(self, dec: WindowedDecoder, n_frames: int, offset_s: float, return_attention: bool,
+                   audio_end_s: float = math.inf) -> Hypothesis:
+        """The segment's final result: finished hypotheses ranked, with words, confidences, alternatives.
+
+        audio_end_s: stream time of the segment's last sample. The last encoder frame may reach
+        past it (features are padded to whole frames): no time given out goes beyond it.
+        """
         ranked = dec.nbest()
-        best = self.alternative(ranked[0], offset_s)
+        best = self.alternative(ranked[0], offset_s, audio_end_s)
         attention = None
         if return_attention:
             content = [t for t in ranked[0].tokens if t != self.tok.eos_id]
             attention = AttentionMatrix(self.tok.pieces(content), alignment_matrix(ranked[0], n_frames, self.tok.eos_id),
                                         self.info.frame_shift_s, offset_s)
         return Hypothesis(best.text, best.text, 0.9, best.confidence, best.words,
-                          [best] + [self.alternative(h, offset_s) for h in ranked[1:]], attention,
-                          offset_s + n_frames * self.info.frame_shift_s)
+                          [best] + [self.alternative(h, offset_s, audio_end_s) for h in ranked[1:]], attention,
+                          min(offset_s + n_frames * self.info.frame_shift_s, audio_end_s))
 
     def _content(self, hyp: Hyp) -> tuple[list[int], list[float], list[int]]:
         """Tokens without eos, their log-probs and their alignment frames.
@@ -108,15 +113,17 @@ class Assembler:
                 out_f.append(frame)
         return out_t, out_l, out_f
 
-    def _words(self, tokens: list[int], logps: list[float], frames: list[int], offset_s: float) -> list[WordTiming]:
+    def _words(self, tokens: list[int], logps: list[float], frames: list[int], offset_s: float,
+               audio_end_s: float = math.inf) -> list[WordTiming]:
         """Word times in order and without overlap: a word ends after its last token's frame, the next
-        starts no earlier (tokens of two words may share a frame), and each lasts at least one frame."""
+        starts no earlier (tokens of two words may share a frame), and each lasts at least one frame
+        where the audio leaves room: nothing goes past audio_end_s."""
         fs = self.info.frame_shift_s
         words, previous_end = [], 0  # frames
         for word, span in self.tok.word_spans(tokens):
             first = max(previous_end, frames[span[0]])  # frames never decrease (see _content)
             end = max(frames[span[-1]] + 1, first + 1)
-            words.append(WordTiming(word, offset_s + first * fs, offset_s + end * fs,
+            words.append(WordTiming(word, min(offset_s + first * fs, audio_end_s), min(offset_s + end * fs, audio_end_s),
                                     math.exp(float(np.mean([logps[j] for j in span])))))
             previous_end = end
         return words

@@ -33,9 +33,11 @@ class SegmentRecognizer:
         self.enc_state = recognizer.encoder.zero_state()
         self.decoder = WindowedDecoder(info, options, recognizer.lm.info if recognizer.lm is not None else None)
         self._emitted_tokens = 0
+        self.samples = 0  # 16 kHz samples received
 
     async def accept(self, samples: np.ndarray) -> Hypothesis | None:
         """(N,) float32 [-1, 1] 16 kHz speech -> updated partial, or None if no new token."""
+        self.samples += len(samples)
         chunks = self.chunker.push(self.features.process(samples))
         if not chunks:  # no new encoder frames: the decoder already did all it could (small messages)
             return None
@@ -56,7 +58,8 @@ class SegmentRecognizer:
             await self._encode(chunk)
         await self._decode(ended=True)
         return self._rec.assembler.hypothesis(self.decoder, self.frames.length, self.offset_s,
-                                              self.options.return_attention)
+                                              self.options.return_attention,
+                                              self.offset_s + self.samples / self.features.config.sample_rate)
 
     async def _encode(self, chunk: np.ndarray) -> None:
         enc = self._rec.encoder
