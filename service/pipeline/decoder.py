@@ -197,7 +197,8 @@ class WindowedDecoder:
         pre = logp if self.lm_weight == 0 else (1 - w) * logp + self.lm_weight * outputs["lm_logp"]
         joint = self._ctc is not None
         # one sort for all rows (the same per-row order as sorting each row)
-        tops = np.argsort(-pre, axis=1)[:, :max(k, self.options.ctc_candidates) if joint else k]
+        # (at least 2 with CTC: the end may take the last column below, never the only one)
+        tops = np.argsort(-pre, axis=1)[:, :max(k, self.options.ctc_candidates, 2) if joint else k]
         if joint:
             # A segment cut mid-speech (length limit, forced end, stream end) leaves the attention
             # expecting more words: its end probability ranks far below the top few, so without
