@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from service.config import BUNDLED_MODEL_DIR
-from service.pipeline.decoder import (DecodeOptions, DecoderGraph, WindowedDecoder, alignment_matrix,
+from service.pipeline.decoder import (DecodeOptions, DecoderGraph, Hyp, WindowedDecoder, alignment_matrix,
                                       decode_offline, shift_window)
 from service.pipeline.encoder import EncoderGraph, FeatureChunker, FrameStore, encode_offline
 from service.pipeline.features import FeatureExtractor
@@ -269,3 +269,19 @@ def test_beam_threshold_comes_from_the_server_setting(tiny_model_dir, monkeypatc
     assert settings.beam_threshold == server_threshold
     recognizer = Recognizer(tiny_model_dir, inference_threads=1, beam_threshold=settings.beam_threshold)
     assert recognizer.new_segment(0.0, DecodeOptions(beam_size=None)).decoder.options.beam_threshold == server_threshold
+
+
+def test_the_stable_prefix_counts_hypotheses_that_already_ended(graphs):
+    """Without CTC an end can be accepted mid-segment; the final may come from that finished
+    hypothesis, so the committed prefix must be shared by it too, not by the active ones alone."""
+    info, _, _ = graphs
+    decoder = WindowedDecoder(info, DecodeOptions(beam_size=2, ctc_weight=0.0))
+
+    def hyp(tokens):
+        w = np.zeros(info.window_size, np.float32)
+        return Hyp(list(tokens), [-0.1] * len(tokens), np.zeros(1), np.zeros(1), w, 0, 0)
+
+    decoder.active = [hyp([5, 6, 7, 8]), hyp([5, 6, 7, 9])]
+    assert decoder.stable_length() == 3
+    decoder.finished = [hyp([5, 4, decoder.eos])]
+    assert decoder.stable_length() == 1

@@ -347,13 +347,14 @@ class WindowedDecoder:
         return max(pool, key=lambda h: h.score) if pool else self.active[0]
 
     def stable_length(self) -> int:
-        """Tokens shared by every active hypothesis: they can no longer change."""
+        """Tokens shared by every hypothesis the final may still come from, active or finished
+        (an end accepted mid-segment, possible without CTC): they can no longer change."""
         if not self.active:
             return len(self.nbest()[0].content_tokens(self.eos)) if self.finished else 0
         first = self.active[0].tokens
         n = len(first)
-        for hyp in self.active[1:]:
-            n = min(n, next((i for i, (a, b) in enumerate(zip(first, hyp.tokens)) if a != b), min(n, len(hyp.tokens))))
+        for tokens in [h.tokens for h in self.active[1:]] + [h.content_tokens(self.eos) for h in self.finished]:
+            n = min(n, next((i for i, (a, b) in enumerate(zip(first, tokens)) if a != b), min(n, len(tokens))))
         return n
 
 
