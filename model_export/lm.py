@@ -137,7 +137,7 @@ def train(args: argparse.Namespace) -> Path:
         raise SystemExit("no training text: every sentence is empty or held out (--text, --exclude-text)")
     lm = TokenLM(len(bpe.vocab), args.embed, args.hidden)
     opt = torch.optim.Adam(lm.parameters(), lr=args.lr)
-    step, epoch, pos = resume(args.out, lm, opt, prefix="lm")
+    step, epoch, pos, _ = resume(args.out, lm, opt, prefix="lm")
     n_tokens = sum(len(s) + 1 for s in seqs)
     log.info("LM: %d parameters; %d sentences, %d tokens; %d held-out sentences",
              sum(p.numel() for p in lm.parameters()), len(seqs), n_tokens, len(dev))

@@ -225,17 +225,18 @@ def checkpoints(out: Path, prefix: str = "ckpt") -> list[Path]:
     return sorted(out.glob(f"{prefix}-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
 
 
-def resume(out: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, prefix: str = "ckpt") -> tuple[int, int, int]:
+def resume(out: Path, model: torch.nn.Module, opt: torch.optim.Optimizer,
+           prefix: str = "ckpt") -> tuple[int, int, int, dict]:
     """Load the newest checkpoint of `out` into model and optimizer: (step, epoch, batch) to go on
-    from, (0, 0, 0) when there is none."""
+    from and the checkpoint itself, (0, 0, 0, {}) when there is none."""
     ckpts = checkpoints(out, prefix)
     if not ckpts:
-        return 0, 0, 0
+        return 0, 0, 0, {}
     state = torch.load(ckpts[-1], map_location="cpu", weights_only=False)
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["opt"])
     log.info("resumed from %s (step %d, epoch %d, batch %d)", ckpts[-1], state["step"], state["epoch"], state["pos"])
-    return state["step"], state["epoch"], state["pos"]
+    return state["step"], state["epoch"], state["pos"], state
 
 
 def average_checkpoints(paths: list[Path]) -> dict:
@@ -329,7 +330,9 @@ def train(args: argparse.Namespace) -> Path:
     device = pick_device(args.device)
     model = build_model(args, tok).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-6)
-    step, epoch, pos = resume(args.out, model, opt)
+    step, epoch, pos, resumed = resume(args.out, model, opt)
+    # an epoch in progress keeps the batch order it began with, whatever --sorted-epochs a resume gives
+    epoch_sorted = resumed.get("epoch_sorted")
     if step:  # resumed: weights, statistics and optimizer come from the checkpoint
         log.info("continuing at step %d", step)
     elif args.init_from:
@@ -363,8 +366,10 @@ def train(args: argparse.Namespace) -> Path:
     while step < stop_at:
         rng = random.Random(args.seed * 1000 + epoch)
         pool = clean if step < args.clean_first else range(len(lengths))
+        sort = epoch < args.sorted_epochs if epoch_sorted is None else epoch_sorted
+        epoch_sorted = None
         batches = [[pool[i] for i in b] for b in make_batches([lengths[i] for i in pool], args.max_frames, rng,
-                                                              sort=(epoch < args.sorted_epochs))]
+                                                              sort=sort)]
         while pos < len(batches) and step < stop_at:
             batch = collate(train_set, batches[pos], model.cfg.subsampling).to(device)
             for g in opt.param_groups:
@@ -387,7 +392,8 @@ def train(args: argparse.Namespace) -> Path:
                                      "windowed": step > args.window_from}))
             if step % args.ckpt_every == 0 or step == stop_at:
                 save_checkpoint(args.out / f"ckpt-{step}.pt", {"model": model.state_dict(), "opt": opt.state_dict(),
-                                "step": step, "epoch": epoch, "pos": pos, "config": model.cfg.to_json()})
+                                "step": step, "epoch": epoch, "pos": pos, "epoch_sorted": sort if pos else None,
+                                "config": model.cfg.to_json()})
                 for old in checkpoints(args.out)[:-args.average]:
                     old.unlink()
             if step % args.eval_every == 0:

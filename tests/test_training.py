@@ -252,3 +252,27 @@ def test_first_epoch_runs_short_to_long_unless_sorted_epochs_is_zero(tiny_corpus
         assert longest == sorted(longest), longest
     else:  # seed 1 shuffles these batches out of order; sorted order would mean the flag was ignored
         assert longest != sorted(longest), longest
+
+
+def test_an_epoch_in_progress_keeps_its_order_when_resumed_with_another_sorted_epochs(tiny_corpus, tmp_path,
+                                                                                   monkeypatch):
+    """Three steps of a sorted epoch 0, then a resume with --sorted-epochs 0: the epoch goes on in the
+    order it began with (a new order at the old position would skip and repeat utterances)."""
+    import model_export.train as train_mod
+
+    longest: list[int] = []
+    real_collate = train_mod.collate
+
+    def spy(fs, idx, subsampling):
+        if len(fs.utts) == 16:
+            longest.append(max(len(fs.feats[i]) for i in idx))
+        return real_collate(fs, idx, subsampling)
+
+    monkeypatch.setattr(train_mod, "collate", spy)
+    common = ["--train", str(tiny_corpus / "train.jsonl"), "--dev", str(tiny_corpus / "dev.jsonl"),
+              "--out", str(tmp_path / "run"), "--size", "tiny", "--eval-every", "1000", "--window-from", "100",
+              "--warmup", "2", "--threads", "1", "--workers", "1", "--dev-utts", "2", "--max-frames", "600",
+              "--steps", "40", "--ckpt-every", "1"]
+    train_main(common + ["--max-steps-this-run", "3", "--sorted-epochs", "1"])
+    train_main(common + ["--max-steps-this-run", "3", "--sorted-epochs", "0"])
+    assert len(longest) == 6 and longest == sorted(longest), longest
