@@ -200,16 +200,15 @@ class WindowedDecoder:
         # (at least 2 with CTC: the end may take the last column below, never the only one)
         tops = np.argsort(-pre, axis=1)[:, :max(k, self.options.ctc_candidates, 2) if joint else k]
         if joint:
+            # per row: the window reaches past the segment end, where CTC scores the end exactly
+            exact = np.array(request.starts) + self.info.window_size > len(request.ctc_logp)  # (P,)
             # A segment cut mid-speech (length limit, forced end, stream end) leaves the attention
             # expecting more words: its end probability ranks far below the top few, so without
             # this the end would never be scored and the decoder would babble to its token budget.
-            # Where the window reaches past the segment end, CTC scores the end exactly: always offer it.
-            exact = np.array(request.starts) + self.info.window_size > len(request.ctc_logp)
-            lacking = exact & ~(tops == self.eos).any(axis=1)
-            tops[lacking, -1] = self.eos
+            tops[exact & ~(tops == self.eos).any(axis=1), -1] = self.eos
         att = np.take_along_axis(logp, tops, axis=1)  # (P, C)
         if joint:
-            ctc, exact = self._ctc_scores(tops, att, request)
+            ctc = self._ctc_scores(tops, att, request, exact)
             step_scores = (1 - w) * att + w * ctc
             pending = (tops == self.eos) & ~exact[:, None]
         else:
@@ -310,23 +309,23 @@ class WindowedDecoder:
         if len(self.finished) >= k:
             self._finish_active(drop=True)
 
-    def _ctc_scores(self, tokens: np.ndarray, att_logp: np.ndarray, request: StepRequest) -> tuple[np.ndarray, np.ndarray]:
+    def _ctc_scores(self, tokens: np.ndarray, att_logp: np.ndarray, request: StepRequest,
+                    exact: np.ndarray) -> np.ndarray:
         """(P, C) CTC log-probs of each row's candidate tokens (for eos: of the output ending).
 
         CTC sees frames up to the window end only. The mass it gives to "nothing more up to
         there" (`rest`) means the next token lies beyond the window, where CTC knows nothing:
         that mass is shared out by the attention's own distribution (att_logp (P, C)). Once the
         window reaches past the segment end there is no beyond, and ending is CTC's own score.
-        The mixture stays a distribution over tokens and the end. Returns the scores and, per
-        row, whether the end's score is exact (the window reaches past the segment end).
+        The mixture stays a distribution over tokens and the end. exact (P,): the row's window
+        reaches past the segment end.
         """
         deltas, rest = self._ctc.scores(request.ctc_logp, self.blank, np.array(request.bounds), tokens)
-        exact = np.array(request.starts) + self.info.window_size > len(request.ctc_logp)  # (P,)
         # (float32 sums as in the per-hypothesis version this replaced: same decisions, bit for bit)
         beyond = rest.astype(np.float32)[:, None] + att_logp  # (P, C)
         out = np.where(exact[:, None], deltas, np.logaddexp(deltas, beyond))
         out = np.where(tokens == self.eos, np.where(exact[:, None], rest[:, None], beyond), out)
-        return np.where(tokens == self.blank, SCORE_FLOOR, out), exact  # blank is no output token
+        return np.where(tokens == self.blank, SCORE_FLOOR, out)  # blank is no output token
 
     def _finish_active(self, drop: bool = False) -> None:
         """End of decoding: remaining hypotheses end here (budget hit or enough finished)."""
