@@ -39,8 +39,11 @@ class Job:
     seed: int
 
 
+SOURCES = {"prose": text.build_sentences, "talk": text.build_talk_sentences}
+
+
 def plan_jobs(n_train: int, n_dev: int, seed: int, exclude: frozenset[str] = frozenset(),
-              voice_glob: str | None = None) -> list[Job]:
+              voice_glob: str | None = None, source: str = "prose") -> list[Job]:
     """Deterministic job list: the same arguments always give the same corpus.
 
     `exclude`: sentences never to use, e.g. another corpus's dev texts when this one adds
@@ -48,8 +51,9 @@ def plan_jobs(n_train: int, n_dev: int, seed: int, exclude: frozenset[str] = fro
     `voice_glob`: keep only voices whose id (`engine:name`) matches, e.g. `mbrola:mb-*-en`, or
     any of several comma-separated globs;
     if all kept voices of a split have weight 0 they are drawn uniformly.
+    `source`: "prose" (fortunes, WordNet, everyday commands) or "talk" (conversation only).
     """
-    sentences = [s for s in text.build_sentences(seed) if s not in exclude]
+    sentences = [s for s in SOURCES[source](seed) if s not in exclude]
     n_dev_text = max(n_dev * 2, len(sentences) // 50)
     dev_text, train_text = sentences[:n_dev_text], sentences[n_dev_text:]
     rng = random.Random(seed)
@@ -104,7 +108,7 @@ def done_ids(manifest: Path) -> set[str]:
 
 def build(out: Path, n_train: int, n_dev: int, workers: int, seed: int,
           exclude: frozenset[str] = frozenset(), only: str | None = None,
-          voice_glob: str | None = None) -> None:
+          voice_glob: str | None = None, source: str = "prose") -> None:
     """Synthesizes the planned corpus into `out`; `only` ("train" or "dev") builds one split.
 
     The plan is always made for both splits, so a dev set built alone has the same
@@ -112,7 +116,7 @@ def build(out: Path, n_train: int, n_dev: int, workers: int, seed: int,
     from the worker's recent utterances, so its content may differ).
     """
     (out / "wav").mkdir(parents=True, exist_ok=True)
-    jobs = [j for j in plan_jobs(n_train, n_dev, seed, exclude, voice_glob) if only is None or j.split == only]
+    jobs = [j for j in plan_jobs(n_train, n_dev, seed, exclude, voice_glob, source) if only is None or j.split == only]
     manifests = {s: out / f"{s}.jsonl" for s in ("train", "dev")}
     finished = done_ids(manifests["train"]) | done_ids(manifests["dev"])
     todo = [j for j in jobs if j.uid not in finished]
@@ -148,10 +152,13 @@ def main() -> None:
                         help="only voices whose id matches, e.g. 'mbrola:mb-*-en' for the accented "
                              "MBROLA set (train-only, so pair it with --dev-utts 0); several globs: "
                              "comma-separated")
+    parser.add_argument("--text", choices=sorted(SOURCES), default="prose",
+                        help="sentence source: prose (fortunes, WordNet, everyday commands; the default) or "
+                             "talk (templated conversation and chatterbot-corpus small talk)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     exclude = frozenset(json.loads(line)["text"] for m in args.exclude_text for line in m.read_text().splitlines())
-    build(args.out, args.train_utts, args.dev_utts, args.workers, args.seed, exclude, args.only, args.voices)
+    build(args.out, args.train_utts, args.dev_utts, args.workers, args.seed, exclude, args.only, args.voices, args.text)
 
 
 if __name__ == "__main__":

@@ -158,3 +158,146 @@ def build_sentences(seed: int = 0, everyday_count: int = 20000) -> list[str]:
             out.append(text)
     random.Random(seed).shuffle(out)
     return out
+
+
+# Conversational speech: what people say to each other and to a phone or a call centre. The
+# other sources are written prose; these carry the everyday words they lack (the first corpus
+# had "hello" in 5 of 46,000 utterances).
+_GREETINGS = ["hello", "hi", "hey", "good morning", "good afternoon", "good evening", "hi there",
+              "hello there", "hey there", "morning", "welcome back", "nice to see you"]
+_CLOSINGS = ["goodbye", "bye", "bye for now", "see you later", "see you soon", "see you tomorrow",
+             "talk to you later", "have a nice day", "have a good weekend", "take care", "good night",
+             "thanks again", "speak soon", "catch you later"]
+_THANKS = ["thank you", "thanks", "thank you very much", "thanks a lot", "many thanks",
+           "thank you so much", "i really appreciate it", "that's very kind of you"]
+_REPLIES = ["yes", "no", "okay", "sure", "of course", "yes please", "no thank you", "i don't know",
+            "maybe later", "that's right", "that's fine", "not really", "i think so", "i'm not sure",
+            "sounds good", "all right", "no problem", "you're welcome", "exactly", "absolutely",
+            "never mind", "i see", "got it", "just a moment", "hold on a second", "go ahead"]
+_PLACES = ["the station", "the airport", "the hospital", "the office", "the bank", "the hotel",
+           "the nearest pharmacy", "the post office", "the supermarket", "the library", "the museum",
+           "the city centre", "the bus stop", "the restaurant", "the parking lot", "the beach",
+           "your house", "the school", "the cinema", "the gym"]
+_THINGS = ["the window", "the fridge", "the garage", "the front gate", "the back door", "the curtains",
+           "my email", "the app", "the calendar", "the file", "a new tab", "the settings", "the map",
+           "the camera", "the box", "the letter", "the blinds", "the oven", "the trunk", "the closet"]
+_FEELINGS = ["fine", "great", "good", "tired", "busy", "happy", "a bit sick", "much better", "hungry",
+             "okay", "excited", "worried", "bored", "sleepy", "cold", "late"]
+_FOODS = ["pizza", "a sandwich", "some soup", "chicken and rice", "a cup of tea", "a glass of water",
+          "orange juice", "a salad", "pasta", "breakfast", "ice cream", "fish and chips", "a burger",
+          "some fruit", "dinner", "lunch", "a coffee with milk", "chocolate cake"]
+_ACTIVITIES = ["go for a walk", "watch a movie", "play football", "go shopping", "read a book",
+               "visit my parents", "clean the house", "cook dinner", "go swimming", "take a nap",
+               "listen to music", "work from home", "study for the exam", "go to the doctor",
+               "wash the car", "call my sister", "meet some friends", "go to bed early", "fix the bike",
+               "walk the dog", "paint the kitchen", "catch the train"]
+_PEOPLE = ["my mother", "my father", "my brother", "my sister", "my wife", "my husband", "my son",
+           "my daughter", "my friend", "my boss", "the doctor", "the manager", "the teacher",
+           "your colleague", "the neighbours", "our kids", "my grandmother", "the driver"]
+_WHEN = ["today", "tomorrow", "tonight", "this morning", "this afternoon", "this evening",
+         "next week", "last night", "yesterday", "right now", "later", "on {day}", "at {time}",
+         "in {n} minutes", "in an hour", "this weekend", "next month", "soon", "every day"]
+_TALK = [
+    "{greeting}", "{greeting} {name}", "{greeting} how are you", "{greeting} how are you doing {when}",
+    "{greeting} {name} how was your day", "{greeting} it's {name}", "{greeting} this is {name} speaking",
+    "{greeting} can you hear me", "{greeting} is anybody there", "{greeting} my name is {name}",
+    "{greeting} i'm calling about {thing}", "{greeting} i'd like to speak to {person}",
+    "{closing}", "{closing} {name}", "{thanks}", "{thanks} {name}", "{thanks} for your help",
+    "{thanks} {closing}", "{reply}", "{reply} {thanks}", "{reply} {name}",
+    "how are you", "i'm {feeling} {thanks}", "i'm {feeling} and you", "i feel {feeling} {when}",
+    "how was your weekend", "what did you do {when}", "what are you doing {when}",
+    "i'm going to {activity} {when}", "do you want to {activity} {when}", "let's {activity} {when}",
+    "i have to {activity} {when}", "i can't {activity} {when}", "we should {activity} {when}",
+    "would you like {food}", "can i have {food} please", "i'd like {food}", "i'll have {food}",
+    "we're out of {food}", "is there any {food} left", "i'm having {food} for {meal}",
+    "where is {place}", "how do i get to {place}", "is {place} far from here", "take me to {place}",
+    "i'm at {place}", "meet me at {place} {when}", "i'm on my way to {place}", "when does {place} open",
+    "open {thing}", "close {thing}", "please open {thing}", "could you close {thing}", "did you lock {thing}",
+    "check {thing}", "show me {thing}", "where did you put {thing}", "i can't find {thing}",
+    "can you help me", "could you help me with {thing}", "can you say that again",
+    "could you speak a little slower", "sorry i didn't catch that", "excuse me", "sorry about that",
+    "excuse me where is {place}", "sorry i'm late", "i'm sorry {name}", "what do you mean",
+    "what's your name", "my name is {name}", "nice to meet you {name}", "this is {person}",
+    "where are you from", "i'm from {city}", "i live in {city}", "how long have you lived in {city}",
+    "what time does the {vehicle} leave", "the {vehicle} is late again", "is this seat taken",
+    "how much does it cost", "how much is {food}", "can i pay by card", "do you take cash",
+    "call {person}", "call {name} {when}", "tell {person} i'll be late", "ask {person} to call me back",
+    "i'll call you back {when}", "can you call me {when}", "i missed your call", "my phone is dead",
+    "is {person} at home", "{person} is not here {when}", "{person} will be back {when}",
+    "what's the weather like {when}", "is it going to rain {when}", "it's really {weather} {when}",
+    "what day is it today", "what's the date today", "what time is the meeting",
+    "how long will it take", "when are you coming home", "are you coming {when}",
+    "i'll be there {when}", "i'll see you {when}", "see you at {time}", "let's meet {when}",
+    "where shall we meet", "i don't feel well", "i need to see a doctor", "i have a headache",
+    "please wait here", "wait for me", "hurry up", "be careful", "don't worry", "good luck",
+    "happy birthday {name}", "congratulations", "well done", "i love you", "i miss you",
+    "do you speak english", "i don't understand", "what does that mean", "how do you spell that",
+    "could you repeat the number", "my phone number is {phone}", "my order number is {digits}",
+    "i'd like to make an appointment", "i'd like to cancel my order", "i want to change my password",
+    "my internet is not working", "the screen is frozen", "i can't log in", "it says error",
+    "is there anything else i can help you with", "please hold the line", "how can i help you",
+    "what can i do for you", "your call is important to us", "please leave a message after the tone",
+    "yes that's correct", "no that's wrong", "can i ask you a question", "what do you think",
+    "i think you're right", "i agree", "i don't agree", "that's a good idea", "that's too bad",
+    "it doesn't matter", "it's up to you", "are you sure", "are you ready", "i'm ready", "let's go",
+    "turn {updown} the volume", "turn {onoff} the {device}", "switch {onoff} the {device}",
+    "is the {device} {onoff}", "the {device} is broken", "can you fix the {device}",
+]
+_MEALS = ["breakfast", "lunch", "dinner"]
+_VEHICLES = ["bus", "train", "plane", "ferry", "taxi", "next train", "last bus"]
+_WEATHER = ["cold", "hot", "windy", "sunny", "cloudy", "warm", "wet", "nice"]
+_DEVICES = ["heating", "tv", "television", "radio", "lights", "fan", "air conditioning",
+            "computer", "kettle", "washing machine", "dishwasher", "printer", "alarm"]
+
+
+def _render_talk(template: str, rng: random.Random) -> str:
+    choice = rng.choice
+    values = {
+        "greeting": choice(_GREETINGS), "closing": choice(_CLOSINGS), "thanks": choice(_THANKS),
+        "reply": choice(_REPLIES), "place": choice(_PLACES), "thing": choice(_THINGS),
+        "feeling": choice(_FEELINGS), "food": choice(_FOODS), "activity": choice(_ACTIVITIES),
+        "person": choice(_PEOPLE), "meal": choice(_MEALS), "vehicle": choice(_VEHICLES),
+        "weather": choice(_WEATHER), "device": choice(_DEVICES), "updown": choice(["up", "down"]),
+        "onoff": choice(["on", "off"]), "when": choice(_WHEN),
+    }
+    # {when} may itself hold slots ({day}, {time}, {n}): render it first.
+    values["when"] = _render(values["when"], rng)
+    return _render(template.format(**values, name="{name}", city="{city}", phone="{phone}",
+                                   digits="{digits}", time="{time}", day="{day}", n="{n}"), rng)
+
+
+def talk(count: int, seed: int = 0) -> list[str]:
+    """Templated conversational sentences (greetings, replies, requests, phone calls)."""
+    rng = random.Random(seed)
+    return [_render_talk(rng.choice(_TALK), rng) for _ in range(count)]
+
+
+def chatbot_corpus() -> list[str]:
+    """The English lines of the chatterbot-corpus package (BSD), when it is installed: small-talk
+    questions and answers. Empty without it."""
+    try:
+        import chatterbot_corpus
+        import yaml
+    except ImportError:
+        return []
+    out: list[str] = []
+    for path in sorted((Path(chatterbot_corpus.__file__).parent / "data" / "english").glob("*.yml")):
+        for conversation in (yaml.safe_load(path.read_text()) or {}).get("conversations", []):
+            for line in conversation:
+                if isinstance(line, str):
+                    out.extend(re.split(r"(?<=[.!?])\s+", line))
+    return out
+
+
+def build_talk_sentences(seed: int = 0, talk_count: int = 30000) -> list[str]:
+    """Conversational sentences only: templated talk, chatterbot-corpus lines and the everyday
+    commands, normalized, unique, shuffled deterministically."""
+    seen: set[str] = set()
+    out: list[str] = []
+    for raw in talk(talk_count, seed) + chatbot_corpus() + everyday(talk_count // 4, seed + 1):
+        text = normalize(raw)
+        if MIN_WORDS <= len(text.split()) <= MAX_WORDS and text not in seen:
+            seen.add(text)
+            out.append(text)
+    random.Random(seed).shuffle(out)
+    return out

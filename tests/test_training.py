@@ -276,3 +276,21 @@ def test_an_epoch_in_progress_keeps_its_order_when_resumed_with_another_sorted_e
     train_main(common + ["--max-steps-this-run", "3", "--sorted-epochs", "1"])
     train_main(common + ["--max-steps-this-run", "3", "--sorted-epochs", "0"])
     assert len(longest) == 6 and longest == sorted(longest), longest
+
+
+def test_talk_source_is_conversational_normalized_and_split_by_sentence():
+    from model_export import text
+
+    sentences = text.build_talk_sentences(seed=3)
+    assert sentences == text.build_talk_sentences(seed=3)  # deterministic: the recipe can rebuild it
+    assert len(sentences) > 8000 and len(set(sentences)) == len(sentences)
+    assert all("{" not in s and set(s) <= set("abcdefghijklmnopqrstuvwxyz' ") for s in sentences)
+    words = {w for s in sentences for w in s.split()}
+    assert {"hello", "goodbye", "thanks", "please", "sorry", "tomorrow"} <= words
+    assert len(text.chatbot_corpus()) > 1000  # chatterbot-corpus is a [train] dependency
+    jobs = corpus.plan_jobs(300, 30, seed=3, source="talk")
+    train, dev = ({j.text for j in jobs if j.split == s} for s in ("train", "dev"))
+    assert train <= set(sentences) and dev <= set(sentences) and not train & dev
+    assert {j.voice.split for j in jobs if j.split == "dev"} == {"dev"}
+    # the prose source is untouched by the new one: the recipe's earlier corpora rebuild as before
+    assert [j.text for j in corpus.plan_jobs(50, 5, seed=3)] == [j.text for j in corpus.plan_jobs(50, 5, seed=3, source="prose")]
