@@ -15,17 +15,21 @@ from pathlib import Path
 
 
 def corpus_summary(corpora: list[Path]) -> dict:
-    """Per split, over every corpus folder's `train.jsonl` / `dev.jsonl` (missing files count as empty)."""
+    """Per split: train over every corpus folder's `train.jsonl`, dev from the first folder's `dev.jsonl`
+    only (the dev set of the card's main table; other folders' dev sets get their own tables).
+    Missing files count as empty."""
     out = {}
     for split in ("train", "dev"):
-        files = [c / f"{split}.jsonl" for c in corpora if (c / f"{split}.jsonl").exists()]
+        folders = corpora if split == "train" else corpora[:1]
+        files = [c / f"{split}.jsonl" for c in folders if (c / f"{split}.jsonl").exists()]
         rows = [json.loads(line) for f in files for line in f.read_text().splitlines() if line.strip()]
         engines = collections.Counter(r["voice"].split(":")[0] for r in rows)
         augment = collections.Counter(r["augment"] for r in rows)
         out[split] = {"utterances": len(rows), "hours": round(sum(r["duration"] for r in rows) / 3600, 2),
                       "voices": len({r["voice"] for r in rows}), "by_engine": dict(engines),
                       "augment": {k: round(v / len(rows), 3) for k, v in augment.items()},
-                      "voice_names": sorted({r["voice"].split("+")[0] for r in rows})}
+                      "voice_names": sorted({r["voice"].split("+")[0] for r in rows}),
+                      "text_sources": sorted({r.get("text_source", "prose") for r in rows})}
     return out
 
 
@@ -70,6 +74,9 @@ def main() -> None:
                         "the steps and time in its metadata count too (oldest first, before --lineage)")
     p.add_argument("--summary-json", action="store_true", help="print the metadata summary and exit")
     p.add_argument("--eval", type=Path)
+    p.add_argument("--eval-also", action="append", default=[], metavar="TITLE=JSON",
+                   help="another evaluation (model_export.evaluate --json-out) shown in its own table, e.g. "
+                        "'conversational dev set=runs/talk/talk_eval.json' (repeatable)")
     p.add_argument("--notes", type=Path, help="hand-written Markdown appended to the card (status, what limited it)")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
@@ -90,7 +97,9 @@ def main() -> None:
         return
     evaluation = json.loads(args.eval.read_text()) if args.eval else {}
     notes = "\n" + args.notes.read_text() if args.notes else ""
-    args.out.write_text(render_card(corpus, run, evaluation, args.run) + notes)
+    also = [(title, json.loads(Path(path).read_text()))
+            for title, _, path in (item.partition("=") for item in args.eval_also)]
+    args.out.write_text(render_card(corpus, run, evaluation, args.run, also) + notes)
 
 
 def _wer_row(name: str, result: dict | None) -> str:
@@ -100,7 +109,20 @@ def _wer_row(name: str, result: dict | None) -> str:
     return f"| {name} | {100 * result['wer']:.2f} % | {100 * result['cer']:.2f} % | {rtf} |"
 
 
-def render_card(corpus: dict, run: dict, ev: dict, run_dir: Path) -> str:
+def _eval_table(ev: dict) -> list[str]:
+    return [
+        "| decoding | WER | CER | RTF (1 thread) |",
+        "|---|---|---|---|",
+        _wer_row("full attention, offline (PyTorch, greedy, attention only)", ev.get("full_attention_offline")),
+        _wer_row("windowed attention, offline (ONNX fp32, attention only)", ev.get("windowed_offline_attention_only")),
+        _wer_row("windowed joint, offline (ONNX fp32, greedy)", ev.get("windowed_offline_greedy")),
+        _wer_row("windowed joint, offline (ONNX fp32)", ev.get("windowed_offline")),
+        _wer_row("windowed joint, streaming (ONNX fp32, 100 ms pieces)", ev.get("windowed_streaming")),
+        _wer_row("windowed joint, offline (ONNX int8)", ev.get("windowed_offline_int8")),
+    ]
+
+
+def render_card(corpus: dict, run: dict, ev: dict, run_dir: Path, also: list[tuple[str, dict]] = ()) -> str:
     """MODEL_CARD.md: data, voices, hours, size, training time, measured dev WER."""
     import torch
 
@@ -135,7 +157,9 @@ def render_card(corpus: dict, run: dict, ev: dict, run_dir: Path) -> str:
         "utterance has 0.05-0.6 s of silence before and after, 30 % a pause inside; rate 0.8-1.3x, random pitch, "
         "level 0.05-0.95 of full scale.",
         "- Text: Debian fortunes, WordNet glosses and examples, templated everyday speech (times, dates, money, "
-        "numbers, addresses, commands); numbers spelled out.",
+        "numbers, addresses, commands); numbers spelled out"
+        + ("; conversation (`corpus --text talk`: templated greetings, replies, requests and phone calls, "
+           "chatterbot-corpus small talk)." if "talk" in tr["text_sources"] else "."),
         "- Never used: the voices reserved for evaluation (pico2wave, festival, flite slt, MBROLA us2).",
         "",
         "## Training",
@@ -154,15 +178,15 @@ def render_card(corpus: dict, run: dict, ev: dict, run_dir: Path) -> str:
         f"windowed rows use joint CTC/attention scoring with CTC weight {ev.get('ctc_weight', 0)} (the service "
         "default) unless marked attention only.",
         "",
-        "| decoding | WER | CER | RTF (1 thread) |",
-        "|---|---|---|---|",
-        _wer_row("full attention, offline (PyTorch, greedy, attention only)", ev.get("full_attention_offline")),
-        _wer_row("windowed attention, offline (ONNX fp32, attention only)", ev.get("windowed_offline_attention_only")),
-        _wer_row("windowed joint, offline (ONNX fp32, greedy)", ev.get("windowed_offline_greedy")),
-        _wer_row("windowed joint, offline (ONNX fp32)", ev.get("windowed_offline")),
-        _wer_row("windowed joint, streaming (ONNX fp32, 100 ms pieces)", ev.get("windowed_streaming")),
-        _wer_row("windowed joint, offline (ONNX int8)", ev.get("windowed_offline_int8")),
+        *_eval_table(ev),
         "",
+    ]
+    for title, other in also:
+        lines += [f"### {title[:1].upper()}{title[1:]}", "",
+                  f"`{other.get('manifest', '?')}`: {other.get('utterances', '?')} utterances "
+                  f"({other.get('hours', '?')} h), beam {other.get('beam', 1)}, CTC weight {other.get('ctc_weight', 0)}.",
+                  "", *_eval_table(other), ""]
+    lines += [
         "These figures are for synthetic voices of the training engines; real human speech is out of domain "
         "for this model. See docs/BENCHMARKS.md for service-level figures and the pocketsphinx comparison.",
     ]

@@ -37,6 +37,7 @@ class Job:
     voice: voices.Voice
     text: str
     seed: int
+    source: str = "prose"  # which sentence source `text` came from (SOURCES)
 
 
 SOURCES = {"prose": text.build_sentences, "talk": text.build_talk_sentences}
@@ -66,7 +67,7 @@ def plan_jobs(n_train: int, n_dev: int, seed: int, exclude: frozenset[str] = fro
         weights = [v.weight for v in vs]
         picked = rng.choices(vs, weights=weights if sum(weights) > 0 else None, k=count)
         for i, voice in enumerate(picked):
-            jobs.append(Job(f"{split}-{i:06d}", split, voice, pool[i % len(pool)], rng.randrange(2**31)))
+            jobs.append(Job(f"{split}-{i:06d}", split, voice, pool[i % len(pool)], rng.randrange(2**31), source))
     return jobs
 
 
@@ -87,7 +88,8 @@ def run_job(job: Job, out_dir: str) -> dict:
     sf.write(tmp, audio, SR, subtype="PCM_16")
     os.replace(tmp, path)  # atomic: a killed build never leaves a half-written file
     return {"audio_filepath": str(path.resolve()), "duration": round(len(audio) / SR, 3),
-            "text": job.text, "voice": job.voice.id, "augment": tag, "uid": job.uid}
+            "text": job.text, "voice": job.voice.id, "augment": tag, "uid": job.uid,
+            "text_source": job.source}
 
 
 def _run_job_star(args: tuple[Job, str]) -> dict:

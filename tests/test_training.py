@@ -294,3 +294,23 @@ def test_talk_source_is_conversational_normalized_and_split_by_sentence():
     assert {j.voice.split for j in jobs if j.split == "dev"} == {"dev"}
     # the prose source is untouched by the new one: the recipe's earlier corpora rebuild as before
     assert [j.text for j in corpus.plan_jobs(50, 5, seed=3)] == [j.text for j in corpus.plan_jobs(50, 5, seed=3, source="prose")]
+
+
+def test_card_summary_reads_text_sources_and_takes_dev_from_the_first_corpus(tmp_path):
+    from model_export import card
+
+    def manifest(folder, split, n, **extra):
+        (tmp_path / folder).mkdir(exist_ok=True)
+        rows = [dict(text="hi", duration=1.0, voice="espeak:en-us", augment="clean", **extra) for _ in range(n)]
+        (tmp_path / folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    manifest("prose", "train", 3)  # written before the field existed: prose
+    manifest("prose", "dev", 2)
+    manifest("talk", "train", 4, text_source="talk")
+    manifest("talk", "dev", 5, text_source="talk")
+    summary = card.corpus_summary([tmp_path / "prose", tmp_path / "talk"])
+    assert summary["train"]["text_sources"] == ["prose", "talk"] and summary["train"]["utterances"] == 7
+    assert summary["dev"]["utterances"] == 2  # the main table's dev set; the talk dev set has its own table
+    table = card._eval_table({"windowed_offline": {"wer": 0.25, "cer": 0.1, "rtf_1thread": 0.01}})
+    assert "| windowed joint, offline (ONNX fp32) | 25.00 % | 10.00 % | 0.01 |" in table
+    assert "| windowed joint, streaming (ONNX fp32, 100 ms pieces) | not measured | | |" in table
