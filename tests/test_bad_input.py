@@ -379,8 +379,6 @@ CLEAR = ["hello world", "open the door", "what time is it"]
 
 @pytest.mark.skipif(not (BUNDLED_MODEL_DIR / "encoder.onnx").is_file(),
                     reason="no bundled model yet (service/models/default/encoder.onnx): training has not finished")
-@pytest.mark.xfail(strict=True, reason="known defect: the shipped default model is an early checkpoint far from the "
-                   "accuracy target (dev WER in service/models/default/MODEL_CARD.md); remove this mark once it passes")
 def test_bundled_model_transcribes_clear_speech_beside_bad_input():
     jiwer = pytest.importorskip("jiwer")
     from service.recognizer import Recognizer
