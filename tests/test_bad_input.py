@@ -395,3 +395,27 @@ def test_bundled_model_transcribes_clear_speech_beside_bad_input():
         assert len(texts) == len(CLEAR) and wer <= 0.1, (texts, wer)
     finally:
         running.stop()
+
+
+@pytest.mark.skipif(not (BUNDLED_MODEL_DIR / "encoder.onnx").is_file(),
+                    reason="no bundled model yet (service/models/default/encoder.onnx): training has not finished")
+@pytest.mark.xfail(strict=True, reason="known defect: every training utterance begins with 0.05-0.6 s of silence, so a "
+                   "stream whose first sample is speech garbles its first word ('good morning' -> 'out morning'); "
+                   "feeding silence before every segment was tried and cost 9-12 WER points (model_export/MODEL_NOTES.md, "
+                   "session 17); the fix belongs in training (utterances without lead silence)")
+def test_a_stream_that_opens_on_speech_is_heard_as_if_silence_came_first():
+    from service.recognizer import Recognizer
+    from tests.speech_audio import silence, synthesize
+
+    engine = Recognizer.load(BUNDLED_MODEL_DIR, inference_threads=1, batch_max_wait_ms=2.0)
+    running = RunningServer(make_settings(max_streams=8), engine)
+    try:
+        speech = synthesize("good morning can you call me back tomorrow afternoon")
+        speech = speech[np.argmax(np.abs(speech) > 0.01):]  # the first sample is speech
+        texts = {lead_s: final_texts(running.stub().StreamingRecognize(
+                     stream_requests(np.concatenate([silence(lead_s), speech, silence(1.0)])), timeout=120))
+                 for lead_s in (0.0, 0.5)}
+        assert texts[0.5][0].split()[0] == "good", texts  # with silence first the first word is right
+        assert texts[0.0] == texts[0.5]
+    finally:
+        running.stop()
