@@ -148,12 +148,16 @@ def everyday(count: int, seed: int = 0) -> list[str]:
 
 def build_sentences(seed: int = 0, everyday_count: int = 20000) -> list[str]:
     """All normalized unique sentences (1..25 words), shuffled deterministically."""
+    return _unique_normalized(fortunes() + wordnet_sentences() + everyday(everyday_count, seed), seed)
+
+
+def _unique_normalized(raw: list[str], seed: int) -> list[str]:
+    """Normalized sentences of MIN_WORDS..MAX_WORDS words, first occurrence kept, shuffled by seed."""
     seen: set[str] = set()
     out: list[str] = []
-    for raw in fortunes() + wordnet_sentences() + everyday(everyday_count, seed):
-        text = normalize(raw)
-        n_words = len(text.split())
-        if MIN_WORDS <= n_words <= MAX_WORDS and text not in seen:
+    for sentence in raw:
+        text = normalize(sentence)
+        if MIN_WORDS <= len(text.split()) <= MAX_WORDS and text not in seen:
             seen.add(text)
             out.append(text)
     random.Random(seed).shuffle(out)
@@ -292,12 +296,4 @@ def chatbot_corpus() -> list[str]:
 def build_talk_sentences(seed: int = 0, talk_count: int = 30000) -> list[str]:
     """Conversational sentences only: templated talk, chatterbot-corpus lines and the everyday
     commands, normalized, unique, shuffled deterministically."""
-    seen: set[str] = set()
-    out: list[str] = []
-    for raw in talk(talk_count, seed) + chatbot_corpus() + everyday(talk_count // 4, seed + 1):
-        text = normalize(raw)
-        if MIN_WORDS <= len(text.split()) <= MAX_WORDS and text not in seen:
-            seen.add(text)
-            out.append(text)
-    random.Random(seed).shuffle(out)
-    return out
+    return _unique_normalized(talk(talk_count, seed) + chatbot_corpus() + everyday(talk_count // 4, seed + 1), seed)
