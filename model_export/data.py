@@ -25,6 +25,7 @@ from model_export.text import normalize
 from service.pipeline.features import FeatureConfig, compute_features
 
 log = logging.getLogger(__name__)
+FEATURES = FeatureConfig()
 
 
 @dataclass
@@ -59,6 +60,31 @@ def load_audio(path: str, sample_rate: int = 16000) -> np.ndarray:
     if sr != sample_rate:
         audio = soxr.resample(audio, sr, sample_rate)
     return audio.astype(np.float32)
+
+
+def speech_onset(feats: np.ndarray, rise: float = 0.5, share: float = 0.1) -> int:
+    """First frame of speech in (T, n_mels) log-mel features; 0 when none stands out.
+
+    A frame is speech when its mean log-mel rises above the quietest frames (5th percentile)
+    by `share` of the way to the loud ones (95th), and by at least `rise` (natural log). The
+    threshold sits low on purpose: an onset found early only keeps some silence, one found late
+    would cut the start of a word. On clean espeak speech it falls 0-20 ms before the first
+    sample above 1e-3; in white noise at 20 dB SNR a soft first sound ("th") can sit under the
+    noise, and the onset then comes up to ~70 ms late (tests/test_training.py).
+    """
+    energy = feats.astype(np.float32).mean(axis=1)
+    if not len(energy):
+        return 0
+    floor, loud = np.percentile(energy, [5, 95])
+    above = np.flatnonzero(energy > floor + max(rise, share * (loud - floor)))
+    return int(above[0]) if len(above) else 0
+
+
+def cut_lead_silence(audio: np.ndarray, keep_ms: int = 20) -> np.ndarray:
+    """(N,) 16 kHz samples -> the same from `keep_ms` before `speech_onset`: a stream that opens on speech."""
+    hop = FEATURES.sample_rate * int(FEATURES.frame_shift_ms) // 1000
+    onset = speech_onset(compute_features(audio))
+    return audio[max(0, onset * hop - FEATURES.sample_rate * keep_ms // 1000):]
 
 
 def _featurize(path: str) -> np.ndarray:
@@ -131,8 +157,10 @@ class Batch:
                                                                   self.target_lens)))
 
 
-def collate(fs: FeatureSet, idx: list[int], subsampling: int) -> Batch:
-    feats = [torch.from_numpy(fs.feats[i].astype(np.float32)) for i in idx]
+def collate(fs: FeatureSet, idx: list[int], subsampling: int, starts: list[int] | None = None) -> Batch:
+    """`starts`: feature frames to drop at each utterance's start (lead-silence trimming)."""
+    starts = starts or [0] * len(idx)
+    feats = [torch.from_numpy(fs.feats[i][s:].astype(np.float32)) for i, s in zip(idx, starts)]
     lens = torch.tensor([len(f) for f in feats])
     t_max = int(-(-lens.max() // subsampling) * subsampling)
     padded = torch.zeros(len(idx), t_max, feats[0].shape[1])
@@ -145,5 +173,3 @@ def collate(fs: FeatureSet, idx: list[int], subsampling: int) -> Batch:
         targets[b, : len(t)] = torch.tensor(t, dtype=torch.long)
     return Batch(padded, lens, targets, tlens)
 
-
-FEATURES = FeatureConfig()

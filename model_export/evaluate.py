@@ -26,7 +26,7 @@ from pathlib import Path
 import jiwer
 import numpy as np
 
-from model_export.data import load_audio, read_manifest
+from model_export.data import cut_lead_silence, load_audio, read_manifest
 from service.pipeline.ctc_prefix import DEFAULT_CTC_WEIGHT
 from service.pipeline.decoder import DEFAULT_BEAM_SIZE, DEFAULT_BEAM_THRESHOLD, DecodeOptions, decode_offline
 from service.pipeline.lm import DEFAULT_LM_WEIGHT
@@ -84,11 +84,16 @@ def main() -> None:
                    help="joint CTC/attention scoring weight (0: attention only; default: the service's)")
     p.add_argument("--lm-weight", type=float, default=DEFAULT_LM_WEIGHT,
                    help="language model weight, when the model folder has an lm.onnx (0: off; default: the service's)")
+    p.add_argument("--cut-lead", action="store_true",
+                   help="cut each utterance's lead silence to 20 ms before the speech onset (a stream that opens "
+                        "on speech; every corpus utterance opens on 0.05-0.6 s of silence)")
     p.add_argument("--json-out", type=Path)
     args = p.parse_args()
     utts = read_manifest(args.manifest)
     utts = utts[: args.limit] if args.limit else utts
     audios = [load_audio(u.path) for u in utts]
+    if args.cut_lead:
+        audios = [cut_lead_silence(a) for a in audios]
     refs = [u.text for u in utts]
     hours = sum(len(a) for a in audios) / 16000 / 3600
     rec = Recognizer(args.model_dir, inference_threads=1, lm_weight=args.lm_weight)
@@ -96,7 +101,7 @@ def main() -> None:
                             beam_threshold=args.beam_threshold)
     report: dict = {"manifest": str(args.manifest), "utterances": len(utts), "hours": round(hours, 3),
                     "beam": args.beam, "beam_threshold": args.beam_threshold, "ctc_weight": options.ctc_weight,
-                    "lm_weight": options.lm_weight}
+                    "lm_weight": options.lm_weight, "cut_lead": args.cut_lead}
     if args.checkpoint:
         report["full_attention_offline"] = score(refs, full_attention(args.checkpoint, audios))
     t0 = time.perf_counter()

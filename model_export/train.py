@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from model_export.data import Batch, FeatureSet, collate, make_batches, read_manifest
+from model_export.data import Batch, FeatureSet, collate, make_batches, read_manifest, speech_onset
 from model_export.grow import grow_state_dict
 from model_export.model import MASK_VALUE, AttentionModel, ModelConfig
 from model_export.bpe import CharEncoder, train_bpe
@@ -107,6 +107,15 @@ def vtlp(feats: torch.Tensor, max_warp: float, rng: random.Random) -> torch.Tens
     frac = (src - lo).unsqueeze(1)  # (B, 1, n_mels)
     pick = lambda idx: torch.gather(feats, 2, idx.unsqueeze(1).expand(-1, feats.shape[1], -1))  # noqa: E731
     return pick(lo) * (1 - frac) + pick(hi) * frac
+
+
+def trim_start(onset: int, share: float, rng: random.Random) -> int:
+    """Feature frames to drop so that, with probability `share`, 0-80 ms of silence precede speech.
+
+    `onset` comes from `speech_onset`, which can be up to 20 ms late on a soft start: the cut
+    stays 20-100 ms before it.
+    """
+    return max(0, onset - rng.randint(2, 10)) if rng.random() < share else 0
 
 
 def compute_loss(model: AttentionModel, batch: Batch, tok: Tokenizer, step: int, args, windowed: bool,
@@ -305,6 +314,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="this many first epochs run their batches short-to-long (a curriculum for a fresh model), "
                         "later ones shuffled; 0 shuffles from the start, which suits a warm start (--init-from): "
                         "sorted, its first epoch ends on the longest utterances only")
+    p.add_argument("--trim-lead", type=float, default=0.0,
+                   help="share of training utterances whose lead silence is cut to 0-80 ms: every corpus "
+                        "utterance opens on silence, a live stream may open on speech")
     p.add_argument("--ckpt-every", type=int, default=200)
     p.add_argument("--average", type=int, default=5)
     p.add_argument("--dev-utts", type=int, default=120)
@@ -363,6 +375,7 @@ def train(args: argparse.Namespace) -> Path:
         raise SystemExit(f"--clean-first {args.clean_first}: {args.train} has no clean utterances (augment 'clean')")
     if args.clean_first:
         log.info("curriculum: %d clean utterances of %d until step %d", len(clean), len(train_set), args.clean_first)
+    onsets = [speech_onset(f) for f in train_set.feats] if args.trim_lead else []
     while step < stop_at:
         rng = random.Random(args.seed * 1000 + epoch)
         pool = clean if step < args.clean_first else range(len(lengths))
@@ -371,7 +384,8 @@ def train(args: argparse.Namespace) -> Path:
         batches = [[pool[i] for i in b] for b in make_batches([lengths[i] for i in pool], args.max_frames, rng,
                                                               sort=sort)]
         while pos < len(batches) and step < stop_at:
-            batch = collate(train_set, batches[pos], model.cfg.subsampling).to(device)
+            starts = [trim_start(onsets[i], args.trim_lead, rng) for i in batches[pos]] if onsets else None
+            batch = collate(train_set, batches[pos], model.cfg.subsampling, starts).to(device)
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, args)
             loss, stats = compute_loss(model, batch, tok, step, args, step >= args.window_from, rng)
