@@ -127,15 +127,22 @@ def export(model: AttentionModel, out: Path, extra_meta: dict | None = None, ops
     return enc_path, dec_path
 
 
-def quantize(model_dir: Path, out_dir: Path) -> None:
-    """int8 dynamic quantization of both graphs (weights int8, activations quantized on the fly)."""
+def quantize(model_dir: Path, out_dir: Path, reduce_range: bool = False) -> None:
+    """int8 dynamic quantization of both graphs (weights int8, activations quantized on the fly).
+
+    `reduce_range`: 7-bit weights. On x86 CPUs without VNNI (AVX2, and AVX-512 before Cascade
+    Lake; AMD before Zen 4) ONNX Runtime multiplies uint8 activations by int8 weights with
+    vpmaddubsw, whose int16 pair sums can saturate (ONNX Runtime's quantization guide); 7-bit
+    weights cannot. With VNNI the products are summed in 32 bits and full-range weights are safe.
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in ("encoder.onnx", "decoder.onnx"):
-        quantize_dynamic(str(model_dir / name), str(out_dir / name), weight_type=QuantType.QInt8)
+        quantize_dynamic(str(model_dir / name), str(out_dir / name), weight_type=QuantType.QInt8,
+                         reduce_range=reduce_range)
         meta = {p.key: p.value for p in onnx.load(str(model_dir / name)).metadata_props}
-        meta["stt.quantization"] = "int8-dynamic"
+        meta["stt.quantization"] = "int8-dynamic-7bit" if reduce_range else "int8-dynamic"
         _write_metadata(out_dir / name, meta)
 
 
@@ -159,6 +166,8 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--meta", type=str, default="{}", help="JSON object of extra metadata (e.g. training data summary)")
     p.add_argument("--int8-out", type=Path, help="also write int8-quantized graphs here")
+    p.add_argument("--int8-reduce-range", action="store_true",
+                   help="7-bit int8 weights: no saturation on x86 CPUs without VNNI (see quantize)")
     p.add_argument("--manifest", type=Path, help="training manifest: measure the decoding token budget on it")
     p.add_argument("--version", default=MODEL_VERSION, help="stt.model_version written into both graphs (logs, checks)")
     args = p.parse_args()
@@ -170,7 +179,7 @@ def main() -> None:
         meta["max_tokens_per_frame"] = str(token_budget(args.checkpoint, args.manifest, model.cfg.subsampling))
     export(model, args.out, meta)
     if args.int8_out:
-        quantize(args.out, args.int8_out)
+        quantize(args.out, args.int8_out, args.int8_reduce_range)
     log.info("exported %s -> %s", args.checkpoint, args.out)
 
 

@@ -400,7 +400,7 @@ def train(args: argparse.Namespace) -> Path:
             audio_s += float(batch.feat_lens.sum()) / 100
             if step % 25 == 0:
                 el = time.time() - t0
-                log.info(json.dumps({"step": step, "epoch": epoch, "loss": round(float(loss), 4),
+                log.info(json.dumps({"step": step, "epoch": epoch, "loss": round(float(loss.detach()), 4),
                                      **{k: round(v, 4) for k, v in stats.items()}, "gnorm": round(float(gnorm), 2),
                                      "lr": round(lr_at(step, args), 6), "audio_per_s": round(audio_s / el, 1),
                                      "windowed": step > args.window_from}))

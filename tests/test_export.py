@@ -81,3 +81,27 @@ def test_the_service_encoder_streams_either_front_end_like_pytorch(exported):
     n = min(len(whole), store.length)
     assert n >= 45
     np.testing.assert_allclose(store.windows(np.array([0]), n)[0][0], whole[:n], atol=1e-4)
+
+
+@pytest.mark.parametrize("reduce_range", [False, True])
+def test_int8_graphs_keep_the_metadata_and_track_the_fp32_model(exported, tmp_path, reduce_range):
+    """int8 dynamic quantization; `reduce_range` keeps weights in 7 bits (no vpmaddubsw saturation
+    on x86 CPUs without VNNI), which the stored int8 weights show."""
+    import onnx
+    from onnx import numpy_helper
+
+    from model_export.export import quantize
+
+    model, out = exported
+    quantize(out, tmp_path, reduce_range)
+    for name in ("encoder.onnx", "decoder.onnx"):
+        info = ModelInfo.from_session(create_session(tmp_path / name))
+        assert info.vocab == tuple(model.cfg.vocab)
+        assert info.metadata["stt.quantization"] == ("int8-dynamic-7bit" if reduce_range else "int8-dynamic")
+        weights = [numpy_helper.to_array(t) for t in onnx.load(str(tmp_path / name)).graph.initializer
+                   if t.data_type == onnx.TensorProto.INT8 and t.dims and np.prod(t.dims) > 1]
+        assert weights, f"{name}: nothing was quantized"
+        peak = max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
+        assert peak <= 64 if reduce_range else peak > 64, peak
+    assert encoder_max_error(model, tmp_path, np.random.default_rng(0)) < 0.1  # measured 0.01-0.04
+    assert decoder_max_error(model, tmp_path, np.random.default_rng(0)) < 0.1  # measured 0.01-0.04
