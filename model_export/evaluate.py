@@ -85,8 +85,8 @@ def main() -> None:
     p.add_argument("--lm-weight", type=float, default=DEFAULT_LM_WEIGHT,
                    help="language model weight, when the model folder has an lm.onnx (0: off; default: the service's)")
     p.add_argument("--cut-lead", action="store_true",
-                   help="cut each utterance's lead silence to 20 ms before the speech onset (a stream that opens "
-                        "on speech; every corpus utterance opens on 0.05-0.6 s of silence)")
+                   help="cut each utterance's lead silence at its speech onset (a stream that opens on speech; every "
+                        "corpus utterance opens on 0.05-0.6 s of silence)")
     p.add_argument("--json-out", type=Path)
     args = p.parse_args()
     utts = read_manifest(args.manifest)

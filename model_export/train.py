@@ -109,13 +109,18 @@ def vtlp(feats: torch.Tensor, max_warp: float, rng: random.Random) -> torch.Tens
     return pick(lo) * (1 - frac) + pick(hi) * frac
 
 
-def trim_start(onset: int, share: float, rng: random.Random) -> int:
+def trim_start(onset: int, frames: int, share: float, rng: random.Random) -> int:
     """Feature frames to drop so that, with probability `share`, 0-80 ms of silence precede speech.
 
-    `onset` comes from `speech_onset`, which can be up to 20 ms late on a soft start: the cut
-    stays 20-100 ms before it.
+    `onset` from `speech_onset`, `frames` the utterance's length. Measured on 1,197 clean
+    training utterances, the first sample above 1e-3 lies 12-22 ms (1st-75th percentile)
+    after the start of the onset frame's window: a cut 2 frames after the onset leaves none
+    (or takes a few ms of the softest start), one 6 frames before it leaves 70-80 ms. Never
+    more than half the utterance (an onset found late in a noisy one).
     """
-    return max(0, onset - rng.randint(2, 10)) if rng.random() < share else 0
+    if rng.random() >= share:
+        return 0
+    return max(0, min(onset + 2 - rng.randint(0, 8), frames // 2))
 
 
 def compute_loss(model: AttentionModel, batch: Batch, tok: Tokenizer, step: int, args, windowed: bool,
@@ -315,7 +320,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "later ones shuffled; 0 shuffles from the start, which suits a warm start (--init-from): "
                         "sorted, its first epoch ends on the longest utterances only")
     p.add_argument("--trim-lead", type=float, default=0.0,
-                   help="share of training utterances whose lead silence is cut to 0-80 ms: every corpus "
+                   help="share of training utterances whose lead silence is cut to 0-80 ms (trim_start): every corpus "
                         "utterance opens on silence, a live stream may open on speech")
     p.add_argument("--ckpt-every", type=int, default=200)
     p.add_argument("--average", type=int, default=5)
@@ -384,7 +389,8 @@ def train(args: argparse.Namespace) -> Path:
         batches = [[pool[i] for i in b] for b in make_batches([lengths[i] for i in pool], args.max_frames, rng,
                                                               sort=sort)]
         while pos < len(batches) and step < stop_at:
-            starts = [trim_start(onsets[i], args.trim_lead, rng) for i in batches[pos]] if onsets else None
+            starts = ([trim_start(onsets[i], lengths[i], args.trim_lead, rng) for i in batches[pos]]
+                      if onsets else None)
             batch = collate(train_set, batches[pos], model.cfg.subsampling, starts).to(device)
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, args)
