@@ -285,3 +285,38 @@ def test_the_stable_prefix_counts_hypotheses_that_already_ended(graphs):
     assert decoder.stable_length() == 3
     decoder.finished = [hyp([5, 4, decoder.eos])]
     assert decoder.stable_length() == 1
+
+
+@pytest.mark.parametrize("lead_s", [0.0, 0.35, 1.0])
+def test_the_first_window_starts_where_ctc_hears_speech(bundled_graphs, lead_s):
+    """A first window fixed at the segment start held no speech after 0.35-0.4 s of silence, and
+    v1.6.0 and v1.7.0 alike guessed a first word from silence: "i open the door" (session 18).
+    The first window now waits for CTC's first non-blank frame and centres before it; streaming
+    still equals offline, and no step runs before that frame is encoded."""
+    from service.pipeline.decoder import FIRST_WINDOW_LEAD
+
+    info, enc, dec = bundled_graphs
+    audio = np.concatenate([silence(lead_s), synthesize("open the door"), silence(0.3)])
+    options = DecodeOptions(beam_size=4, ctc_weight=0.3)
+    ref, store = offline(info, enc, dec, audio, options)
+    blank = info.vocab.index("<blank>")
+    onset = int(np.flatnonzero(store.ctc_logp()[:, blank] <= np.log(0.5))[0])
+    assert onset * info.frame_shift_s >= lead_s - 0.05  # CTC hears nothing in the silence
+    best = ref.nbest()[0]
+    assert best.align[0][0] == max(0, onset - FIRST_WINDOW_LEAD) - info.window_back
+    assert Tokenizer(info.vocab).decode(best.content_tokens(ref.eos)) == "open the door"
+    for seed in range(2):
+        got, _, early_steps = streaming(info, enc, dec, audio, options, np.random.default_rng(seed))
+        assert early_steps > 0
+        assert got.nbest()[0].tokens == best.tokens
+        assert [s for s, _ in got.nbest()[0].align] == [s for s, _ in best.align]
+    # streamed frame by frame, the first step waits for the onset frame and its window
+    fe, chunker, live, state = FeatureExtractor(info.features), FeatureChunker(info, 4), FrameStore(info), enc.zero_state()
+    waiting = WindowedDecoder(info, options)
+    for chunk in chunker.push(fe.process(audio)):
+        state = _encode(enc, state, chunk, live)
+        if (req := waiting.next_step(live, ended=False)) is not None:
+            assert live.length > onset and live.length >= req.starts[0] + info.window_size
+            break
+    else:
+        pytest.fail("the first step never ran before the segment end")

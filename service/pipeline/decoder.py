@@ -26,6 +26,14 @@ When CTC rejects the end, the window sits over a pause, so it jumps forward to w
 CTC expects the next token and the step runs again there (`_decide_end`). Offline
 decoding applies the same rule with the segment already complete, so streaming still
 equals offline.
+
+The first window starts where speech does. A segment opens on silence of any length (the
+VAD's pre-roll, a caller's lead-in), and a first window [-B, W - B) that holds no speech
+makes the decoder guess its first token from silence ("i open the door"). So the first
+step waits for the first frame where CTC gives non-blank a probability of at least 1/2,
+and centres its window `FIRST_WINDOW_LEAD` frames before it (at 0 when that is earlier,
+or when the segment ends with no such frame). The frame is found in the frames alone, so
+streaming still equals offline.
 """
 from __future__ import annotations
 
@@ -49,6 +57,10 @@ DEFAULT_BEAM_SIZE = 4
 # WER against 69.89 % without, for 0.85-0.95x the decoder's CPU; 1 loses 3 points, 6 saves nothing
 # measurable (docs/BENCHMARKS.md, "Beam threshold").
 DEFAULT_BEAM_THRESHOLD = 3.0
+# The first window's centre goes this many encoder frames (40 ms) before CTC's first non-blank frame:
+# CTC fires inside or after the sound it names, so the word's onset falls at or after the centre.
+FIRST_WINDOW_LEAD = 4
+_HALF = float(np.log(0.5))
 
 
 @dataclass(frozen=True)
@@ -135,6 +147,7 @@ class WindowedDecoder:
         self._ctc = CtcBeam.root() if (options.ctc_weight or 0.0) > 0 and self.blank >= 0 else None
         self.finished: list[Hyp] = []
         self._held: tuple[StepRequest, dict[str, np.ndarray], list[_Candidate]] | None = None
+        self._onset_scanned: int | None = 0  # frames searched for CTC's first non-blank; None: placed
 
     @property
     def done(self) -> bool:
@@ -163,6 +176,8 @@ class WindowedDecoder:
         if ended and (store.length == 0 or len(self.active[0].tokens) >= self.token_budget(store.length)):
             self._finish_active()
             return None
+        if self._onset_scanned is not None and not self._place_first_window(store, ended):
+            return None  # no speech in the frames so far: wait for more audio
         if not ended:
             needed = max(h.window_start(back) + w for h in self.active)
             if needed > store.length or len(self.active[0].tokens) >= self.token_budget(store.length):
@@ -182,6 +197,25 @@ class WindowedDecoder:
         # the window end, not store.length: what has arrived depends on the chunking
         return StepRequest(inputs, starts, [min(s + w, store.length) for s in starts], store.ctc_logp(), ended,
                            lm_inputs)
+
+    def _place_first_window(self, store: FrameStore, ended: bool) -> bool:
+        """Centre the first window before CTC's first non-blank frame; False: none yet, wait."""
+        if self.blank < 0:  # a model without a CTC head keeps the window at the segment start
+            self._onset_scanned = None
+            return True
+        new = store.ctc_logp()[self._onset_scanned:, self.blank]  # (T' - scanned,) log P(blank)
+        speech = np.flatnonzero(new <= _HALF)
+        if not len(speech):
+            self._onset_scanned = store.length
+            if not ended:
+                return False
+            centre = 0
+        else:
+            centre = max(0, self._onset_scanned + int(speech[0]) - FIRST_WINDOW_LEAD)
+        root = self.active[0]  # the first step has one hypothesis, its one-hot attention at the centre
+        root.centre, root.att_start = centre, centre - self.info.window_back
+        self._onset_scanned = None
+        return True
 
     def apply(self, request: StepRequest, outputs: dict[str, np.ndarray]) -> None:
         """Expand every active hypothesis with the graph's log-probs; keep the best `beam_size`.
