@@ -2,7 +2,6 @@
 
     .venv/bin/python -m bench.model_rtf                                   # bundled model, 8 streams, 20 s each
     .venv/bin/python -m bench.model_rtf --streams 2 --seconds 4           # a quick check
-    .venv/bin/python -m bench.model_rtf --model-dir runs/x/v1.7.0         # fp32 graphs of another model
 
 The Recognizer runs with one inference thread (ONNX Runtime intra-op 1, inter-op 1,
 one worker). Speech goes through SegmentRecognizer (features -> encoder -> decoder)
@@ -17,30 +16,25 @@ RTF is printed beside it.
   fp32 graphs also greedy (``beam 1``) and greedy attention only (``beam 1, ctc 0``), to
   show what the beam and the CTC prefix scores cost.
 
-The fp32 graphs are --model-dir, or by default exported from the bundled checkpoint
-(model_export/checkpoints/default.pt: the service ships only its int8 graphs). The int8
-graphs are quantized from the fp32 ones in a temporary folder the way the bundled ones were
-(model_export.export.quantize, 7-bit weights). Both need the [train] extra (torch, onnx).
+int8 graphs come from model_export.export.quantize (onnxruntime.quantization, 7-bit
+weights as `export --int8-reduce-range` makes them) in a temporary folder; skipped with a
+note when that is not importable.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from bench.common import RATE, machine_report, require_model, speech_stream
-from service.config import BUNDLED_MODEL_DIR
+from bench.common import RATE, default_model_dir, machine_report, require_model, speech_stream
 from service.pipeline.ctc_prefix import DEFAULT_CTC_WEIGHT
 from service.pipeline.decoder import DEFAULT_BEAM_SIZE, DecodeOptions
-from service.pipeline.model_info import ModelInfo, create_session
 
 PIECE = RATE // 10  # 100 ms
-BUNDLED_CHECKPOINT = Path(__file__).resolve().parents[1] / "model_export" / "checkpoints" / "default.pt"
 
 
 async def recognize(recognizer, samples: np.ndarray) -> None:
@@ -77,24 +71,20 @@ async def run(model_dir: Path, streams: list[np.ndarray], batched: bool, wait_ms
         await recognizer.close()
 
 
-def fp32_and_int8_dirs(model_dir: Path | None, tmp: Path) -> tuple[Path, Path]:
-    """(fp32, int8) graph folders: `model_dir` or the bundled checkpoint exported, and its 7-bit int8."""
+def int8_dir(model_dir: Path, tmp: Path) -> Path | None:
     try:
-        from model_export.export import load_checkpoint, export, quantize
+        from model_export.export import quantize
     except ImportError as err:
-        sys.exit(f"{err}: install the [train] extra (torch, onnx) to export and quantize the graphs")
-    if model_dir is None:
-        model_dir = tmp / "fp32"
-        bundled = ModelInfo.from_session(create_session(BUNDLED_MODEL_DIR / "encoder.onnx")).metadata
-        export(load_checkpoint(BUNDLED_CHECKPOINT), model_dir,
-               {k.removeprefix("stt."): v for k, v in bundled.items() if k != "stt.quantization"})
-    quantize(model_dir, tmp / "int8", reduce_range=True)
-    return model_dir, tmp / "int8"
+        print(f"int8: skipped ({err}); install the [train] extra for onnx + onnxruntime.quantization")
+        return None
+    out = tmp / "int8"
+    quantize(model_dir, out, reduce_range=True)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model-dir", type=Path, help="fp32 graphs (default: exported from the bundled checkpoint)")
+    p.add_argument("--model-dir", type=Path, default=default_model_dir())
     p.add_argument("--streams", type=int, default=8, help="streams in the batched (and unbatched) run")
     p.add_argument("--seconds", type=float, default=20.0, help="speech per stream (one segment)")
     p.add_argument("--batch-max-wait-ms", type=float, default=2.0)
@@ -102,26 +92,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--beam", type=int, default=DEFAULT_BEAM_SIZE, help="beam width (service default)")
     args = p.parse_args(argv)
     print(machine_report())
-    if args.model_dir is not None:
-        require_model(args.model_dir)
+    model_dir = require_model(args.model_dir)
     # One segment of continuous speech per stream (short pauses, as within one utterance).
     streams = [speech_stream(args.seconds, seed=i, pause_s=0.3, lead_s=0.0)[0] for i in range(args.streams)]
     audio_s = sum(len(s) for s in streams) / RATE
     rows: dict[tuple[str, str], float] = {}
     walls: dict[tuple[str, str], float] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir, q = fp32_and_int8_dirs(args.model_dir, Path(tmp))
         variants = {"fp32": (model_dir, args.ctc_weight, args.beam), "fp32, beam 1": (model_dir, args.ctc_weight, 1),
-                    "fp32, beam 1, ctc 0": (model_dir, 0.0, 1), "int8": (q, args.ctc_weight, args.beam),
-                    "int8, beam 1, ctc 0": (q, 0.0, 1)}
+                    "fp32, beam 1, ctc 0": (model_dir, 0.0, 1)}
+        q = int8_dir(model_dir, Path(tmp))
+        if q is not None:
+            variants["int8"] = (q, args.ctc_weight, args.beam)
+            variants["int8, beam 1, ctc 0"] = (q, 0.0, 1)
         for name, (path, weight, beam) in variants.items():
             for batched in (False, True):
                 mode = "batched" if batched else "unbatched"
                 cpu_s, wall_s = asyncio.run(run(path, streams, batched, args.batch_max_wait_ms, weight, beam))
                 rows[(name, mode)], walls[(name, mode)] = cpu_s / audio_s, wall_s / audio_s
                 print(f"{name} {mode}: {cpu_s:.2f} CPU s, {wall_s:.2f} wall s for {audio_s:.1f} s of audio", flush=True)
-    print(f"\n## model RTF, one thread ({args.streams} streams x {args.seconds:g} s, model "
-          f"{args.model_dir or BUNDLED_CHECKPOINT}, "
+    print(f"\n## model RTF, one thread ({args.streams} streams x {args.seconds:g} s, model {model_dir}, "
           f"ctc weight {args.ctc_weight:g}, beam {args.beam} unless named)\n")
     print("RTF = CPU seconds / audio seconds per stream (wall-clock RTF in brackets)\n")
     print("| graphs | unbatched RTF | batched RTF | batched / unbatched | streams per core (batched) |")
@@ -131,8 +121,10 @@ def main(argv: list[str] | None = None) -> int:
         wu, wb = walls[(name, "unbatched")], walls[(name, "batched")]
         print(f"| {name} | {u:.4f} ({wu:.4f}) | {b:.4f} ({wb:.4f}) | {b / u:.2f} | {1 / b:.0f} |")
     print()
-    for a, b in (("int8", "fp32"), ("int8, beam 1, ctc 0", "fp32, beam 1, ctc 0"), ("fp32", "fp32, beam 1"),
-                 ("fp32, beam 1", "fp32, beam 1, ctc 0")):
+    pairs = [("fp32", "fp32, beam 1"), ("fp32, beam 1", "fp32, beam 1, ctc 0")]
+    if ("int8", "unbatched") in rows:
+        pairs = [("int8", "fp32"), ("int8, beam 1, ctc 0", "fp32, beam 1, ctc 0")] + pairs
+    for a, b in pairs:
         print(f"{a} / {b} RTF: unbatched {rows[(a, 'unbatched')] / rows[(b, 'unbatched')]:.2f}, "
               f"batched {rows[(a, 'batched')] / rows[(b, 'batched')]:.2f}")
     return 0
