@@ -137,6 +137,45 @@ python -m model_export.card $TALK --eval runs/talk/dev_eval.json \
     --eval-also "conversational dev set (dev voices, held-out conversational sentences)=runs/talk/talk_eval.json" \
     --notes model_export/MODEL_NOTES.md --out service/models/default/MODEL_CARD.md
 
+# Phase K (session 18): streams that open on speech, v1.7.0 shipped. Every corpus utterance
+# opens on 0.05-0.6 s of silence, so a stream whose first sample is speech lost its first word. Two legs
+# on Phase J's data with --trim-lead 0.3 (30 % of utterances cut to 0-80 ms of lead silence at batch time):
+# K1 (4,000 steps from v1.6.0, 44 min) ran with a first trim rule (onset - 2..10 frames: 25-125 ms of lead,
+# too much: 7 of 10 first words right at zero lead), K2 (2,500 steps from K1, 32 min) with train.trim_start as
+# it is now (0-80 ms). Rerun today, both legs get today's rule.
+mkdir -p runs/lead runs/lead2 && cp -n model_export/checkpoints/bpe256.* runs/lead/ && cp -n model_export/checkpoints/bpe256.* runs/lead2/
+python -m model_export.train --train data/train_talk.jsonl --dev data/corpus/dev.jsonl --tokens bpe256 \
+    --threads "${THREADS:-2}" --out runs/lead --enc-skip --enc-hidden 448 --init-from runs/talk/final.pt \
+    --lr 4e-4 --warmup 200 --guided-weight 0 --ctc-high-until 0 --sorted-epochs 0 --steps 4000 --window-from 3400 \
+    --eval-every 2000 --trim-lead 0.3
+python -m model_export.train --train data/train_talk.jsonl --dev data/corpus/dev.jsonl --tokens bpe256 \
+    --threads "${THREADS:-2}" --out runs/lead2 --enc-skip --enc-hidden 448 --init-from runs/lead/final.pt \
+    --lr 3e-4 --warmup 100 --guided-weight 0 --ctc-high-until 0 --sorted-epochs 0 --steps 2500 --window-from 2000 \
+    --eval-every 5000 --trim-lead 0.3 --seed 2
+# runs/lead2/final.pt is the shipped model, v1.7.0 (also model_export/checkpoints/default.pt); its int8
+# graphs (7-bit weights: no saturation on CPUs without VNNI) are measured beside it, not shipped.
+mkdir -p runs/v1.6.0 && cp -n service/models/default/*.onnx runs/v1.6.0/  # Phase J's export
+for SET in dev:data/corpus/dev.jsonl talk:data/corpus_talk/dev.jsonl; do  # v1.6.0 with this session's decoder
+  python -m model_export.evaluate --manifest "${SET#*:}" --model-dir runs/v1.6.0 --json-out "runs/v1.6.0/${SET%%:*}_eval_newdec.json"
+  python -m model_export.evaluate --manifest "${SET#*:}" --model-dir runs/v1.6.0 --cut-lead \
+      --json-out "runs/v1.6.0/${SET%%:*}_cut_eval_newdec.json"
+done
+LEAD="--corpus data/corpus --corpus data/corpus_accent --corpus data/corpus_mbx --corpus data/corpus_mbx2 --corpus data/corpus_talk --corpus data/corpus_talk_acc --run runs/lead2 --lineage-model runs/v1.6.0 --lineage runs/lead"
+python -m model_export.export --checkpoint runs/lead2/final.pt --out service/models/default --version 1.7.0 \
+    --manifest data/train_talk.jsonl --int8-out runs/lead2/int8 --int8-reduce-range \
+    --meta "$(python -m model_export.card --summary-json $LEAD)"
+for SET in dev:data/corpus/dev.jsonl talk:data/corpus_talk/dev.jsonl; do
+  python -m model_export.evaluate --manifest "${SET#*:}" --model-dir service/models/default \
+      --checkpoint runs/lead2/final.pt --int8-dir runs/lead2/int8 --json-out "runs/lead2/${SET%%:*}_eval.json"
+  python -m model_export.evaluate --manifest "${SET#*:}" --model-dir service/models/default --int8-dir runs/lead2/int8 \
+      --cut-lead --json-out "runs/lead2/${SET%%:*}_cut_eval.json"
+done
+python -m model_export.card $LEAD --eval runs/lead2/dev_eval.json \
+    --eval-also "conversational dev set (dev voices, held-out conversational sentences)=runs/lead2/talk_eval.json" \
+    --eval-also "prose dev set, lead silence cut at the speech onset (--cut-lead)=runs/lead2/dev_cut_eval.json" \
+    --eval-also "conversational dev set, lead silence cut at the speech onset (--cut-lead)=runs/lead2/talk_cut_eval.json" \
+    --notes model_export/MODEL_NOTES.md --out service/models/default/MODEL_CARD.md
+
 # Phase I (session 16), NOT SHIPPED (run only with PHASE_I=1): v1.5.0 grown 448 -> 512 units, the first
 # epoch shuffled (--sorted-epochs 0), 6,000 steps, 74 min on 2 cores. Dev WER 62.25 -> 61.78 % at
 # beam 4 against v1.5.0 on the same dev set, for a costlier encoder: not shipped (MODEL_NOTES.md).
