@@ -102,6 +102,12 @@ class Hyp:
     def window_start(self, back: int) -> int:
         return self.centre - back
 
+    def recentre(self, centre: int, back: int, size: int) -> None:
+        """Move the window to `centre` with a one-hot attention there, as at a segment's start."""
+        self.centre, self.att_start = centre, centre - back
+        self.att = np.zeros(size, np.float32)
+        self.att[back] = 1.0
+
 
 @dataclass
 class StepRequest:
@@ -135,14 +141,13 @@ class WindowedDecoder:
         self.options = options
         self.eos = info.vocab.index("<sos/eos>")
         self.blank = info.vocab.index("<blank>") if "<blank>" in info.vocab else -1
-        back, w = info.window_back, info.window_size
-        first_att = np.zeros(w, np.float32)
-        first_att[back] = 1.0  # training starts from a one-hot at frame 0
         zero = np.zeros(info.dec_hidden, np.float32)
         self.lm_weight = (options.lm_weight or 0.0) if lm is not None else 0.0
         lm_zero = np.zeros(lm.hidden, np.float32) if self.lm_weight > 0 else None
-        self.active: list[Hyp] = [Hyp([], [], zero, zero.copy(), first_att, -back, 0,
-                                      lm_h=lm_zero, lm_c=None if lm_zero is None else lm_zero.copy())]
+        root = Hyp([], [], zero, zero.copy(), np.zeros(0, np.float32), 0, 0,
+                   lm_h=lm_zero, lm_c=None if lm_zero is None else lm_zero.copy())
+        root.recentre(0, info.window_back, info.window_size)  # training starts from a one-hot at frame 0
+        self.active: list[Hyp] = [root]
         # CTC forward variables of the active hypotheses, row i for active[i] (joint decoding only)
         self._ctc = CtcBeam.root() if (options.ctc_weight or 0.0) > 0 and self.blank >= 0 else None
         self.finished: list[Hyp] = []
@@ -212,8 +217,7 @@ class WindowedDecoder:
             centre = 0
         else:
             centre = max(0, self._onset_scanned + int(speech[0]) - FIRST_WINDOW_LEAD)
-        root = self.active[0]  # the first step has one hypothesis, its one-hot attention at the centre
-        root.centre, root.att_start = centre, centre - self.info.window_back
+        self.active[0].recentre(centre, self.info.window_back, self.info.window_size)  # the one hypothesis
         self._onset_scanned = None
         return True
 
@@ -281,10 +285,7 @@ class WindowedDecoder:
             hyp = self.active[row]
             frame = self._ctc.next_token_frame(row, ctc_logp, self.blank) - self.info.window_back // 2
             if frame > hyp.centre:
-                hyp.centre = frame
-                hyp.att = np.zeros(self.info.window_size, np.float32)
-                hyp.att[self.info.window_back] = 1.0  # as at the segment start: a one-hot at the centre
-                hyp.att_start = frame - self.info.window_back
+                hyp.recentre(frame, self.info.window_back, self.info.window_size)
                 jumped = True
         if not jumped:
             self._select(rescored, request, outputs, ctc_logp)
