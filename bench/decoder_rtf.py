@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.decoder_rtf                        # 48 dev utterances, beams 4 and 1
     .venv/bin/python -m bench.decoder_rtf --group 8              # 8 utterances per segment (~27 s)
     .venv/bin/python -m bench.decoder_rtf --beams 4 --thresholds 0,6,2   # beam pruning side by side
+    .venv/bin/python -m bench.decoder_rtf --limit 600 --beams 4,8 --ctc-weights 0.3,0.4   # a decoding sweep
 
 The speech is encoded once (not timed); then every segment is decoded offline
 (service/pipeline/decoder.py, as the service decodes it) and the process CPU time is
@@ -28,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import ROOT, default_model_dir, machine_report, require_model
+from service.pipeline.ctc_prefix import DEFAULT_CTC_WEIGHT
 from service.pipeline.decoder import DEFAULT_BEAM_THRESHOLD, DecodeOptions, decode_offline
 from service.pipeline.encoder import encode_offline
 
@@ -45,7 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=48, help="dev utterances")
     p.add_argument("--group", type=int, default=1, help="utterances joined into one segment")
     p.add_argument("--beams", default="4,1")
-    p.add_argument("--ctc-weight", type=float, default=0.3)
+    p.add_argument("--ctc-weights", default=str(DEFAULT_CTC_WEIGHT),
+                   help="joint CTC/attention weights to compare, comma-separated (0: attention only)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="decode everything this many times per setting and report the least CPU (noisy machines)")
     p.add_argument("--thresholds", default=str(DEFAULT_BEAM_THRESHOLD),
                    help="beam pruning thresholds to compare, comma-separated (0: off)")
     args = p.parse_args(argv)
@@ -64,17 +69,21 @@ def main(argv: list[str] | None = None) -> int:
     audio_s = sum(s.length for s in stores) * rec.info.frame_shift_s
     print(machine_report())
     print(f"{len(segments)} segments of {args.group} utterance(s), {audio_s:.0f} s of audio, model {rec.info.version}")
-    for beam, threshold in [(int(b), float(t)) for b in args.beams.split(",") for t in args.thresholds.split(",")]:
-        options = DecodeOptions(beam_size=beam, ctc_weight=args.ctc_weight, beam_threshold=threshold)
-        digest, results = hashlib.sha256(), []
-        started = time.process_time()
-        for store in stores:
-            results.append(decode_offline(rec.decoder, rec.info, store, options))
-            for hyp in results[-1].nbest():
-                digest.update(np.asarray(hyp.tokens, np.int64).tobytes())
-        cpu = time.process_time() - started
+    settings = [(int(b), float(t), float(w)) for b in args.beams.split(",") for t in args.thresholds.split(",")
+                for w in args.ctc_weights.split(",")]
+    for beam, threshold, weight in settings:
+        options = DecodeOptions(beam_size=beam, ctc_weight=weight, beam_threshold=threshold)
+        cpu = float("inf")
+        for _ in range(args.repeats):
+            digest, results = hashlib.sha256(), []
+            started = time.process_time()
+            for store in stores:
+                results.append(decode_offline(rec.decoder, rec.info, store, options))
+                for hyp in results[-1].nbest():
+                    digest.update(np.asarray(hyp.tokens, np.int64).tobytes())
+            cpu = min(cpu, time.process_time() - started)
         hyps = [rec.tokenizer.decode(r.nbest()[0].content_tokens(r.eos)) for r in results]
-        print(f"beam {beam}, threshold {threshold:g}: decoder RTF {cpu / audio_s:.4f} ({cpu:.2f} CPU s), "
+        print(f"beam {beam}, threshold {threshold:g}, ctc weight {weight:g}: decoder RTF {cpu / audio_s:.4f} ({cpu:.2f} CPU s), "
               f"WER {100 * jiwer.wer(refs, hyps):.2f} %, CER {100 * jiwer.cer(refs, hyps):.2f} %, "
               f"tokens digest {digest.hexdigest()[:12]}")
     return 0

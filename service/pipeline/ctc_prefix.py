@@ -34,14 +34,17 @@ SCORE_FLOOR = -1.0e3
 _HEADROOM = 16  # spare history frames: a window advances a few frames per decoding step
 
 
-def _recurrence(init: np.ndarray, a: np.ndarray, p: np.ndarray) -> np.ndarray:
+def _recurrence(init: np.ndarray | None, a: np.ndarray, p: np.ndarray) -> np.ndarray:
     """x[:, k] = logaddexp(x[:, k-1], a[:, k]) + p[:, k] for k in [0, D), x[:, -1] = init.
 
-    init (P,), a and p (P, D) float64 -> (P, D). With L = cumsum(p), y = x - L obeys
-    y[k] = logaddexp(y[k-1], a[k] - L[k-1]): one cumulative sum and one accumulate.
+    init (P,) or None for -inf (nothing before); a (P, D), p (P, D) or (D,) shared by every
+    row, float64 -> (P, D). With L = cumsum(p), y = x - L obeys y[k] = logaddexp(y[k-1],
+    a[k] - L[k-1]): one cumulative sum and one accumulate.
     """
-    cum = np.cumsum(p, axis=1)
-    shifted = a - np.concatenate([np.zeros((len(p), 1)), cum[:, :-1]], axis=1)
+    cum = np.cumsum(p, axis=-1)
+    shifted = a - np.concatenate([np.zeros(cum.shape[:-1] + (1,)), cum[..., :-1]], axis=-1)
+    if init is None:  # logaddexp(-inf, v) is exactly v: start the accumulation at the first frame
+        return np.logaddexp.accumulate(shifted, axis=1) + cum
     y = np.logaddexp.accumulate(np.concatenate([init[:, None], shifted], axis=1), axis=1)[:, 1:]
     return y + cum
 
@@ -108,9 +111,8 @@ class CtcBeam:
         own_n, own_b = _history(rows, par_n.shape[1] - 1), _history(rows, par_n.shape[1] - 1)  # a token needs a frame
         if n:
             ready = _ready(par_n[:, :n], par_b[:, :n], repeat)  # the parent complete before frame t
-            own_n[:, 1: n + 1] = _recurrence(np.full(rows, NEG_INF), ready, logp[:n, tokens].T.astype(np.float64))
-            blanks = np.broadcast_to(logp[:n, blank].astype(np.float64), (rows, n))
-            own_b[:, 1: n + 1] = _recurrence(np.full(rows, NEG_INF), own_n[:, :n], blanks)
+            own_n[:, 1: n + 1] = _recurrence(None, ready, logp[:n, tokens].T.astype(np.float64))
+            own_b[:, 1: n + 1] = _recurrence(None, own_n[:, :n], logp[:n, blank].astype(np.float64))
         return CtcBeam(np.concatenate([self.labels[parents], tokens[:, None]], axis=1),
                        np.concatenate([self.same[parents], repeat[:, None]], axis=1), n,
                        np.concatenate([self.front_n[parents], own_n[:, n: n + 1]], axis=1),
@@ -146,15 +148,20 @@ class CtcBeam:
         entry = np.logaddexp(self.own_n[:, :frames], self.own_b[:, :frames])
         if valid is not None:
             entry = np.where(valid, entry, NEG_INF)
-        paths = entry[:, :, None] + logp[:frames][:, tokens].transpose(1, 0, 2)  # (P, frames, C)
+        # psi(h + c) = sum over t of P(h complete before t) p_c(t): a sum of products, taken in
+        # probability space with each row's largest term scaled to 1 (one exp per number, where a
+        # log-domain reduction costs a log and an exp per pair)
+        top = _row_max(entry)  # (P, 1)
+        probs = np.exp(logp[:frames][:, tokens].astype(np.float64))  # (frames, P, C)
+        with np.errstate(divide="ignore"):  # log(0) = -inf: floored below
+            psi = np.log(np.einsum("pt,tpc->pc", np.exp(entry - top), probs)) + top
         if self.length:
             repeat = tokens == self.labels[:, -1:]
             if repeat.any():  # a repeated token needs a blank in between
                 after_blank = self.own_b[:, :frames] + logp[:frames, self.labels[:, -1]].T
                 if valid is not None:
                     after_blank = np.where(valid, after_blank, NEG_INF)
-                paths = np.where(repeat[:, None, :], after_blank[:, :, None], paths)
-        psi = np.logaddexp.reduce(paths, axis=1)
+                psi = np.where(repeat, _logsumexp_rows(after_blank)[:, None], psi)
         rows = np.arange(self.rows)
         end = np.logaddexp(self.own_n[rows, bounds], self.own_b[rows, bounds])
         # a floor keeps impossible continuations finite, so scores never become nan
@@ -196,7 +203,7 @@ class CtcBeam:
         paths = ready + logp[:frames, self.labels[:, -1]].T
         if valid is not None:
             paths = np.where(valid, paths, NEG_INF)
-        return np.logaddexp.reduce(paths, axis=1)
+        return _logsumexp_rows(paths)
 
     def _reserve(self, frames: int) -> None:
         capacity = self.own_n.shape[1] - 1
@@ -235,13 +242,13 @@ class CtcBeam:
     def _extend_rows(self, logp: np.ndarray, blank: int, n: int) -> None:
         """Prefix by prefix, each in closed form over frames [n_old, n) for all rows at once."""
         t0, length = self.n, self.length
-        lp_blank = np.broadcast_to(logp[t0:n, blank].astype(np.float64), (self.rows, n - t0))
+        lp_blank = logp[t0:n, blank].astype(np.float64)  # (n - t0,) the same for every row
         front_n, front_b = np.empty_like(self.front_n), np.empty_like(self.front_b)
         row_n = row_b = None
         for col in range(length + 1):
             if col == 0:  # the empty prefix: only blanks, never ends in a token
                 row_n = np.full((self.rows, n - t0), NEG_INF)
-                row_b = self.front_b[:, :1] + np.cumsum(lp_blank, axis=1)
+                row_b = self.front_b[:, :1] + np.cumsum(lp_blank)
             else:
                 # readiness of the prefix one shorter at t - 1, for t in [t0, n)
                 above_n = np.concatenate([self.front_n[:, col - 1: col], row_n[:, :-1]], axis=1)
@@ -262,6 +269,19 @@ class CtcBeam:
 def _history(rows: int, frames: int) -> np.ndarray:
     """(rows, 1 + frames) history, -inf: nothing is possible until computed."""
     return np.full((rows, frames + 1), NEG_INF)
+
+
+def _row_max(x: np.ndarray) -> np.ndarray:
+    """(P, D) -> (P, 1) each row's maximum, 0 for a row of -inf (so that x - max stays -inf, not nan)."""
+    top = x.max(axis=1, keepdims=True)
+    return np.where(np.isfinite(top), top, 0.0)
+
+
+def _logsumexp_rows(x: np.ndarray) -> np.ndarray:
+    """(P, D) log-probs -> (P,) log of each row's sum; -inf for a row of -inf."""
+    top = _row_max(x)
+    with np.errstate(divide="ignore"):  # log(0) = -inf: the row is impossible
+        return np.log(np.exp(x - top).sum(axis=1)) + top[:, 0]
 
 
 def _ready(hist_n: np.ndarray, hist_b: np.ndarray, repeat: np.ndarray) -> np.ndarray:

@@ -257,10 +257,13 @@ class WindowedDecoder:
         totals = (np.array([h.score for h in self.active])[:, None] + step_scores).ravel()
         # best first; a stable sort keeps ties in row order, as the per-row lists it replaced did
         order = np.argsort(-totals, kind="stable")
+        held = bool(pending.ravel()[order[:k]].any())
+        if not held:  # _select takes at most k survivors and one end per row (rows <= k)
+            order = order[:2 * k]
         rows = order // tops.shape[1]
         candidates = [_Candidate(s, r, t, p) for s, r, t, p in
                       zip(totals[order].tolist(), rows.tolist(), tops.ravel()[order].tolist(), pending.ravel()[order].tolist())]
-        if any(c.end_pending for c in candidates[:k]):
+        if held:
             if not request.ended:
                 self._held = (request, outputs, candidates)
                 return
