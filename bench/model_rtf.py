@@ -2,6 +2,12 @@
 
     .venv/bin/python -m bench.model_rtf                                   # bundled model, 8 streams, 20 s each
     .venv/bin/python -m bench.model_rtf --streams 2 --seconds 4           # a quick check
+    .venv/bin/python -m bench.model_rtf --also-beams 4                    # the default beam beside beam 4
+
+The process is pinned to one CPU (``--cpu``, default the last one it may use): "one thread"
+then means one core for the event loop and the inference thread together, as in a pod with
+one CPU per worker, and the figures no longer depend on where the scheduler puts the
+inference thread (on this 2-core VM unpinned runs of the same code spread 0.017-0.025).
 
 The Recognizer runs with one inference thread (ONNX Runtime intra-op 1, inter-op 1,
 one worker). Speech goes through SegmentRecognizer (features -> encoder -> decoder)
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -90,8 +97,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-max-wait-ms", type=float, default=2.0)
     p.add_argument("--ctc-weight", type=float, default=DEFAULT_CTC_WEIGHT, help="joint decoding weight (service default)")
     p.add_argument("--beam", type=int, default=DEFAULT_BEAM_SIZE, help="beam width (service default)")
+    p.add_argument("--also-beams", default="", help="comma-separated beam widths to add as fp32 rows")
+    p.add_argument("--cpu", type=int, default=max(os.sched_getaffinity(0)),
+                   help="pin the process to this CPU (-1: do not pin)")
     args = p.parse_args(argv)
+    if args.cpu >= 0:
+        os.sched_setaffinity(0, {args.cpu})
     print(machine_report())
+    print(f"pinned to:    {'CPU ' + str(args.cpu) if args.cpu >= 0 else 'no CPU (--cpu -1)'}")
     model_dir = require_model(args.model_dir)
     # One segment of continuous speech per stream (short pauses, as within one utterance).
     streams = [speech_stream(args.seconds, seed=i, pause_s=0.3, lead_s=0.0)[0] for i in range(args.streams)]
@@ -99,8 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[tuple[str, str], float] = {}
     walls: dict[tuple[str, str], float] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        variants = {"fp32": (model_dir, args.ctc_weight, args.beam), "fp32, beam 1": (model_dir, args.ctc_weight, 1),
-                    "fp32, beam 1, ctc 0": (model_dir, 0.0, 1)}
+        variants = {"fp32": (model_dir, args.ctc_weight, args.beam)}
+        for beam in [int(b) for b in args.also_beams.split(",") if b]:
+            variants[f"fp32, beam {beam}"] = (model_dir, args.ctc_weight, beam)
+        variants.update({"fp32, beam 1": (model_dir, args.ctc_weight, 1), "fp32, beam 1, ctc 0": (model_dir, 0.0, 1)})
         q = int8_dir(model_dir, Path(tmp))
         if q is not None:
             variants["int8"] = (q, args.ctc_weight, args.beam)
@@ -121,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         wu, wb = walls[(name, "unbatched")], walls[(name, "batched")]
         print(f"| {name} | {u:.4f} ({wu:.4f}) | {b:.4f} ({wb:.4f}) | {b / u:.2f} | {1 / b:.0f} |")
     print()
-    pairs = [("fp32", "fp32, beam 1"), ("fp32, beam 1", "fp32, beam 1, ctc 0")]
+    pairs = [("fp32", f"fp32, beam {b}") for b in args.also_beams.split(",") if b]
+    pairs += [("fp32", "fp32, beam 1"), ("fp32, beam 1", "fp32, beam 1, ctc 0")]
     if ("int8", "unbatched") in rows:
         pairs = [("int8", "fp32"), ("int8, beam 1, ctc 0", "fp32, beam 1, ctc 0")] + pairs
     for a, b in pairs:

@@ -37,6 +37,7 @@ class EncoderGraph:
         self.session = session
         self.info = info
         self.state_names = tuple(info.encoder_states)
+        self.output_names = [o.name for o in session.get_outputs()]
 
     def zero_state(self) -> dict[str, np.ndarray]:
         """Initial state of one stream, batch axis of size 1 included."""
@@ -58,8 +59,7 @@ class EncoderGraph:
         return axes
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        names = [o.name for o in self.session.get_outputs()]
-        return dict(zip(names, self.session.run(names, inputs)))
+        return dict(zip(self.output_names, self.session.run(self.output_names, inputs)))
 
     def split(self, outputs: dict[str, np.ndarray]) -> tuple[EncoderOutput, dict[str, np.ndarray]]:
         """Named outputs (batch of one) -> frames for the decoder and the next state."""
