@@ -2,7 +2,8 @@
 
 ``Admission`` refuses a recognition RPC when the model is not loaded yet, the
 server is draining, or ``max_streams`` are already running, and keeps the
-``stt_active_streams`` gauge. ``read_requests`` reads a request stream with
+``stt_active_streams`` gauge. A stream counts once per recognizer it runs: a request
+that recognizes each of its N channels on its own holds N slots (``Slot.widen``). ``read_requests`` reads a request stream with
 an idle timeout (audio stopped arriving) and a wall-clock deadline (stream too
 long); both end the RPC with OUT_OF_RANGE through the domain errors.
 ``WriteWatchdog`` does the same for the other direction: a client that stopped
@@ -35,7 +36,8 @@ class SlotPool(Protocol):
 
 
 class Admission:
-    """Counts running recognition RPCs; one per server process, used from the event loop only.
+    """Counts running recognition streams (one per recognizer: a request that recognizes its N
+    channels separately counts N); one per server process, used from the event loop only.
 
     With ``pool`` (several worker processes), ``max_streams`` bounds the streams of all
     workers together; ``active`` still counts this process's own.
@@ -59,18 +61,27 @@ class Admission:
         if not self.ready:
             metrics.REJECTED_STREAMS_TOTAL.labels(reason="loading").inc()
             raise NotReady("the model is still loading; retry shortly")
-        full = not self.pool.try_acquire(self.max_streams) if self.pool else self.active >= self.max_streams
-        if full:
-            metrics.REJECTED_STREAMS_TOTAL.labels(reason="capacity").inc()
-            raise AtCapacity(f"the server is at capacity ({self.max_streams} concurrent streams); retry later")
-        self.active += 1
-        metrics.ACTIVE_STREAMS.inc()
+        if not self._take():
+            raise self._refuse_capacity()
         held = Slot(self)
         try:
             yield held
         finally:
             if not held.kept:
                 held.release()
+
+    def _take(self) -> bool:
+        """One more stream slot if there is one."""
+        if not (self.pool.try_acquire(self.max_streams) if self.pool else self.active < self.max_streams):
+            return False
+        self.active += 1
+        metrics.ACTIVE_STREAMS.inc()
+        return True
+
+    def _refuse_capacity(self, needed: int = 1) -> AtCapacity:
+        metrics.REJECTED_STREAMS_TOTAL.labels(reason="capacity").inc()
+        what = "" if needed == 1 else f"; this request needs {needed} (one per separately recognized channel)"
+        return AtCapacity(f"the server is at capacity ({self.max_streams} concurrent streams{what}); retry later")
 
     def _release(self) -> None:
         self.active -= 1
@@ -80,22 +91,32 @@ class Admission:
 
 
 class Slot:
-    """One admitted stream's place in ``Admission``; released once."""
+    """One admitted request's places in ``Admission`` (one per recognized stream); released once."""
 
     def __init__(self, admission: Admission) -> None:
         self._admission = admission
         self.kept = False
+        self._held = 1
         self._released = False
 
+    def widen(self, streams: int) -> None:
+        """Hold `streams` slots: a request that recognizes each of its channels on its own runs
+        that many recognizers. Raises AtCapacity (the slots taken so far go with the release)."""
+        while self._held < streams:
+            if not self._admission._take():
+                raise self._admission._refuse_capacity(streams)
+            self._held += 1
+
     def keep(self) -> Callable[[], None]:
-        """Keep the slot past the handler's end (its call still lingers); returns the release."""
+        """Keep the slots past the handler's end (its call still lingers); returns the release."""
         self.kept = True
         return self.release
 
     def release(self) -> None:
         if not self._released:
             self._released = True
-            self._admission._release()
+            for _ in range(self._held):
+                self._admission._release()
 
 
 async def read_requests(requests: AsyncIterator[T], idle_timeout_s: float, max_seconds: float) -> AsyncIterator[T]:

@@ -22,7 +22,7 @@ import numpy as np
 from google.protobuf import duration_pb2
 
 from service.errors import InvalidConfig, NotReady
-from service.limits import Admission, WriteWatchdog, read_requests
+from service.limits import Admission, Slot, WriteWatchdog, read_requests
 from service.pipeline.audio import AudioFormat, Encoding
 from service.pipeline.vad import EndpointSettings
 from service.proto.stt.v1 import stt_pb2
@@ -206,18 +206,19 @@ class SpeechServicer:
     def set_engine(self, engine: RecognitionEngine) -> None:
         self._engine = engine
 
-    def _new_session(self, config: StreamConfig) -> StreamSession:
+    def _new_session(self, config: StreamConfig, slot: Slot) -> StreamSession:
         if self._engine is None:
             raise NotReady("the model is still loading; retry shortly")
         stream_id = f"s{next(_stream_ids)}"
-        return StreamSession(self._engine, config, stream_id, max_audio_seconds=self._limits.max_stream_seconds)
+        return StreamSession(self._engine, config, stream_id, max_audio_seconds=self._limits.max_stream_seconds,
+                             reserve_streams=slot.widen)
 
     async def Recognize(self, request: stt_pb2.RecognizeRequest, context: grpc.aio.ServicerContext) -> stt_pb2.RecognizeResponse:
-        with self._admission.slot():
+        with self._admission.slot() as slot:
             config = stream_config(request.config)
             if request.audio.WhichOneof("audio_source") == "uri":
                 raise InvalidConfig("audio.uri is not supported (no outbound fetches); send the bytes in audio.content")
-            session = self._new_session(config)
+            session = self._new_session(config, slot)
             try:
                 outputs = await session.accept_audio(request.audio.content)
                 outputs += await session.finish()
@@ -232,7 +233,7 @@ class SpeechServicer:
             limits = self._limits
             reader = read_requests(request_iterator, limits.idle_timeout_seconds, limits.max_stream_seconds)
             async with contextlib.aclosing(reader) as requests:
-                session = self._new_session(await self._first_config(requests))
+                session = self._new_session(await self._first_config(requests), slot)
                 started = time.monotonic()
                 try:
                     watchdog = WriteWatchdog(limits.idle_timeout_seconds, context, slot, session.stream_id)

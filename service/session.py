@@ -20,7 +20,7 @@ import enum
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -199,9 +199,13 @@ class StreamSession:
         stream_id: str = "",
         max_audio_seconds: float = math.inf,
         max_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES,
+        reserve_streams: Callable[[int], None] | None = None,
     ) -> None:
+        """reserve_streams(n) is called once the channel count is known (from the config or the
+        audio's header) with the number of recognizers the stream runs; it may refuse (raise)."""
         config.validate()
         self.config = config
+        self._reserve_streams = reserve_streams
         self.stream_id = stream_id
         self._engine = engine
         self._options = config.decode_options()
@@ -293,6 +297,8 @@ class StreamSession:
         return outputs
 
     def _open_channels(self, rate: int, n_channels: int) -> None:
+        if self._reserve_streams is not None:
+            self._reserve_streams(n_channels if self.config.separate_channels else 1)
         if self.config.separate_channels:
             self._channels = [_Channel(i + 1, rate, self.config.endpointing) for i in range(n_channels)]
         else:

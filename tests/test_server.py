@@ -221,6 +221,30 @@ def test_capacity_is_resource_exhausted(audio):
         running.stop()
 
 
+def test_each_separately_recognized_channel_takes_a_stream_slot(audio):
+    """STT_MAX_STREAMS bounds recognizers: a stereo stream with separate recognition runs two, so it
+    holds two slots, and one that does not fit is refused with RESOURCE_EXHAUSTED naming why."""
+    running = RunningServer(make_settings(max_streams=3), CountingRecognizer())
+    stereo = np.stack([audio, audio[::-1]], axis=1)
+    per_channel = streaming_config(config={"audio_channel_count": 2, "enable_separate_recognition_per_channel": True})
+    mixed = streaming_config(config={"audio_channel_count": 2})
+    try:
+        stall = threading.Event()
+        held = running.stub().StreamingRecognize(stream_requests(stereo, per_channel, stall=stall))
+        assert running.wait_metric("stt_active_streams", 2) == 2
+        err = rpc_error(lambda: list(running.stub().StreamingRecognize(stream_requests(stereo, per_channel))))
+        assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "capacity" in err.details() and "needs 2" in err.details()
+        assert running.wait_metric("stt_active_streams", 2) == 2  # the refused request's slot went back
+        # a stereo stream recognized mixed down runs one recognizer: it fits in the last slot
+        assert len(final_texts(running.stub().StreamingRecognize(stream_requests(stereo, mixed)))) == 2
+        stall.set()
+        assert {r.channel_tag for resp in held for r in resp.results if r.is_final} == {1, 2}
+        assert running.wait_metric("stt_active_streams", 0) == 0
+    finally:
+        running.stop()
+
+
 def test_cancellation_frees_the_session(server, audio):
     background = BackgroundStream(server, audio)
     stall = threading.Event()
