@@ -20,6 +20,11 @@ from tests.speech_audio import to_linear16, utterances
 
 RATE = 16000
 CHUNK_BYTES = 3200  # 100 ms of 16 kHz LINEAR16
+# Servers over the tiny random model (tests/conftest.py: 30 tokens, near-uniform scores) decode at
+# beam 4, not the default 8: at beam 8 an end is among the best candidates of almost every step, so
+# every step waits for the segment's end (service/pipeline/decoder.py, "Ending") and no interim
+# result would arrive before it.
+TINY_MODEL_BEAM = 4
 
 
 def free_port() -> int:

@@ -25,6 +25,7 @@ from service.config import BUNDLED_MODEL_DIR
 from service.proto.stt.v1 import stt_pb2
 from tests.server_harness import (
     CHUNK_BYTES,
+    TINY_MODEL_BEAM,
     RunningServer,
     final_texts,
     make_settings,
@@ -56,11 +57,8 @@ def audio() -> np.ndarray:
 def server(tiny_model_dir):
     from service.recognizer import Recognizer
 
-    # Beam 4, not the default 8: the tiny random model has 30 tokens and near-uniform scores, so at
-    # beam 8 an end is among the best candidates of almost every step, every step waits for the
-    # segment's end (decoder.py, "Ending") and no interim result would arrive before it.
     engine = Recognizer.load(tiny_model_dir, inference_threads=1, batch_max_size=32, batch_max_wait_ms=2.0,
-                             beam_size=4)
+                             beam_size=TINY_MODEL_BEAM)
     running = RunningServer(make_settings(max_streams=HEALTHY_STREAMS + 8, idle_timeout_seconds=2.0), engine)
     yield running
     running.stop()

@@ -17,7 +17,7 @@ import soundfile
 from service.client import cli
 from service.client.subtitles import MAX_CHARS, MAX_LINES, build_cues, to_srt, to_vtt
 from service.client.transcript import Segment, Word
-from tests.server_harness import RunningServer, make_settings, speech_audio
+from tests.server_harness import TINY_MODEL_BEAM, RunningServer, make_settings, speech_audio
 from tests.speech_audio import to_container, to_linear16
 
 srt = pytest.importorskip("srt")
@@ -27,7 +27,8 @@ srt = pytest.importorskip("srt")
 def server(tiny_model_dir):
     from service.recognizer import Recognizer
 
-    engine = Recognizer.load(tiny_model_dir, inference_threads=1, batch_max_size=8, batch_max_wait_ms=2.0)
+    engine = Recognizer.load(tiny_model_dir, inference_threads=1, batch_max_size=8, batch_max_wait_ms=2.0,
+                             beam_size=TINY_MODEL_BEAM)
     running = RunningServer(make_settings(), engine)
     yield running
     running.stop()

@@ -23,6 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from service.proto.stt.v1 import stt_pb2
 from tests.server_harness import (
+    TINY_MODEL_BEAM,
     BackgroundStream,
     RunningServer,
     final_texts,
@@ -46,7 +47,8 @@ def audio() -> np.ndarray:
 def server(tiny_model_dir):
     from service.recognizer import Recognizer
 
-    engine = Recognizer.load(tiny_model_dir, inference_threads=1, batch_max_size=8, batch_max_wait_ms=2.0)
+    engine = Recognizer.load(tiny_model_dir, inference_threads=1, batch_max_size=8, batch_max_wait_ms=2.0,
+                             beam_size=TINY_MODEL_BEAM)
     running = RunningServer(make_settings(max_streams=8, idle_timeout_seconds=2.0), engine)
     yield running
     running.stop()

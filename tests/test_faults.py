@@ -28,6 +28,7 @@ from service.pipeline.recognition import SegmentRecognizer
 from service.proto.stt.v1 import stt_pb2, stt_pb2_grpc
 from service.session import StreamSession
 from tests.server_harness import (
+    TINY_MODEL_BEAM,
     RunningServer,
     final_texts,
     finals_or_error,
@@ -56,7 +57,8 @@ def live(kind: type) -> int:
 def real_server(model_dir: Path, **settings) -> RunningServer:
     from service.recognizer import Recognizer
 
-    engine = Recognizer.load(model_dir, inference_threads=1, batch_max_size=32, batch_max_wait_ms=2.0)
+    engine = Recognizer.load(model_dir, inference_threads=1, batch_max_size=32, batch_max_wait_ms=2.0,
+                             beam_size=TINY_MODEL_BEAM)
     return RunningServer(make_settings(**settings), engine)
 
 
