@@ -11,6 +11,33 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 T="python -m model_export.train --train data/corpus/train.jsonl --dev data/corpus/dev.jsonl --tokens bpe256 --threads ${THREADS:-2}"
 
+# evaluate_dev_sets MODEL_DIR CHECKPOINT INT8_DIR OUT: both dev sets (prose, conversational), each as recorded
+# (with the PyTorch full-attention reference and the int8 graphs) and with every utterance's lead silence cut
+# at its speech onset; writes OUT/{dev,talk}_eval.json and OUT/{dev,talk}_cut_eval.json.
+evaluate_dev_sets() {
+  local model_dir=$1 checkpoint=$2 int8=$3 out=$4 set
+  for set in dev:data/corpus/dev.jsonl talk:data/corpus_talk/dev.jsonl; do
+    python -m model_export.evaluate --manifest "${set#*:}" --model-dir "$model_dir" \
+        --checkpoint "$checkpoint" --int8-dir "$int8" --json-out "$out/${set%%:*}_eval.json"
+    python -m model_export.evaluate --manifest "${set#*:}" --model-dir "$model_dir" --int8-dir "$int8" \
+        --cut-lead --json-out "$out/${set%%:*}_cut_eval.json"
+  done
+}
+# ship RUN VERSION CARD_ARGS...: RUN/final.pt becomes the bundled model (service/models/default; 7-bit int8
+# graphs beside it in RUN/int8, measured, not shipped), evaluated on both dev sets, with its card.
+ship() {
+  local run=$1 version=$2; shift 2
+  python -m model_export.export --checkpoint "$run/final.pt" --out service/models/default --version "$version" \
+      --manifest data/train_talk.jsonl --int8-out "$run/int8" --int8-reduce-range \
+      --meta "$(python -m model_export.card --summary-json "$@")"
+  evaluate_dev_sets service/models/default "$run/final.pt" "$run/int8" "$run"
+  python -m model_export.card "$@" --eval "$run/dev_eval.json" \
+      --eval-also "conversational dev set (dev voices, held-out conversational sentences)=$run/talk_eval.json" \
+      --eval-also "prose dev set, lead silence cut at the speech onset (--cut-lead)=$run/dev_cut_eval.json" \
+      --eval-also "conversational dev set, lead silence cut at the speech onset (--cut-lead)=$run/talk_cut_eval.json" \
+      --notes model_export/MODEL_NOTES.md --out service/models/default/MODEL_CARD.md
+}
+
 python -m model_export.corpus --out data/corpus --train-utts 24000 --dev-utts 600 --workers "${THREADS:-2}"
 # Phase A: 2-layer LSTM encoder, guided attention, CTC weight 0.5.
 $T --out runs/bpe2 --steps 4500 --window-from 3800 --guided-until 2000 --ctc-high-until 1500 --max-steps-this-run 600
@@ -161,32 +188,14 @@ for SET in dev:data/corpus/dev.jsonl talk:data/corpus_talk/dev.jsonl; do  # v1.6
       --json-out "runs/v1.6.0/${SET%%:*}_cut_eval_newdec.json"
 done
 LEAD="--corpus data/corpus --corpus data/corpus_accent --corpus data/corpus_mbx --corpus data/corpus_mbx2 --corpus data/corpus_talk --corpus data/corpus_talk_acc --run runs/lead2 --lineage-model runs/v1.6.0 --lineage runs/lead"
-python -m model_export.export --checkpoint runs/lead2/final.pt --out service/models/default --version 1.7.0 \
-    --manifest data/train_talk.jsonl --int8-out runs/lead2/int8 --int8-reduce-range \
-    --meta "$(python -m model_export.card --summary-json $LEAD)"
-for SET in dev:data/corpus/dev.jsonl talk:data/corpus_talk/dev.jsonl; do
-  python -m model_export.evaluate --manifest "${SET#*:}" --model-dir service/models/default \
-      --checkpoint runs/lead2/final.pt --int8-dir runs/lead2/int8 --json-out "runs/lead2/${SET%%:*}_eval.json"
-  python -m model_export.evaluate --manifest "${SET#*:}" --model-dir service/models/default --int8-dir runs/lead2/int8 \
-      --cut-lead --json-out "runs/lead2/${SET%%:*}_cut_eval.json"
-done
-python -m model_export.card $LEAD --eval runs/lead2/dev_eval.json \
-    --eval-also "conversational dev set (dev voices, held-out conversational sentences)=runs/lead2/talk_eval.json" \
-    --eval-also "prose dev set, lead silence cut at the speech onset (--cut-lead)=runs/lead2/dev_cut_eval.json" \
-    --eval-also "conversational dev set, lead silence cut at the speech onset (--cut-lead)=runs/lead2/talk_cut_eval.json" \
-    --notes model_export/MODEL_NOTES.md --out service/models/default/MODEL_CARD.md
+ship runs/lead2 1.7.0 $LEAD
 
 # Phase L (session 19): the service's default beam 4 -> 8, and v1.8.0 shipped. v1.7.0 at beam 8 first (the
 # evaluate default follows the service's), then 6,000 more steps from v1.7.0 with Phase K's flags on one thread
 # (--threads 1: the other core ran benchmarks; 94.6 min of wall time, of which about 15 min the process was
 # stopped with SIGSTOP while benchmarks needed a quiet machine).
 mkdir -p runs/beam8 runs/lead2/v1.7.0 && cp -n service/models/default/*.onnx runs/lead2/v1.7.0/  # Phase K's export
-for SET in dev:data/corpus/dev.jsonl talk:data/corpus_talk/dev.jsonl; do  # v1.7.0 at beam 8
-  python -m model_export.evaluate --manifest "${SET#*:}" --model-dir runs/lead2/v1.7.0 \
-      --checkpoint runs/lead2/final.pt --int8-dir runs/lead2/int8 --json-out "runs/beam8/${SET%%:*}_eval.json"
-  python -m model_export.evaluate --manifest "${SET#*:}" --model-dir runs/lead2/v1.7.0 --int8-dir runs/lead2/int8 \
-      --cut-lead --json-out "runs/beam8/${SET%%:*}_cut_eval.json"
-done
+evaluate_dev_sets runs/lead2/v1.7.0 runs/lead2/final.pt runs/lead2/int8 runs/beam8  # v1.7.0 at beam 8
 mkdir -p runs/m && cp -n model_export/checkpoints/bpe256.* runs/m/
 python -m model_export.train --train data/train_talk.jsonl --dev data/corpus/dev.jsonl --tokens bpe256 \
     --threads 1 --workers 1 --out runs/m --enc-skip --enc-hidden 448 --init-from runs/lead2/final.pt \
@@ -194,20 +203,7 @@ python -m model_export.train --train data/train_talk.jsonl --dev data/corpus/dev
     --eval-every 3000 --trim-lead 0.3 --seed 3
 # runs/m/final.pt is the shipped model, v1.8.0 (also model_export/checkpoints/default.pt)
 M="--corpus data/corpus --corpus data/corpus_accent --corpus data/corpus_mbx --corpus data/corpus_mbx2 --corpus data/corpus_talk --corpus data/corpus_talk_acc --run runs/m --lineage-model runs/v1.6.0 --lineage runs/lead --lineage runs/lead2"
-python -m model_export.export --checkpoint runs/m/final.pt --out service/models/default --version 1.8.0 \
-    --manifest data/train_talk.jsonl --int8-out runs/m/int8 --int8-reduce-range \
-    --meta "$(python -m model_export.card --summary-json $M)"
-for SET in dev:data/corpus/dev.jsonl talk:data/corpus_talk/dev.jsonl; do
-  python -m model_export.evaluate --manifest "${SET#*:}" --model-dir service/models/default \
-      --checkpoint runs/m/final.pt --int8-dir runs/m/int8 --json-out "runs/m/${SET%%:*}_eval.json"
-  python -m model_export.evaluate --manifest "${SET#*:}" --model-dir service/models/default --int8-dir runs/m/int8 \
-      --cut-lead --json-out "runs/m/${SET%%:*}_cut_eval.json"
-done
-python -m model_export.card $M --eval runs/m/dev_eval.json \
-    --eval-also "conversational dev set (dev voices, held-out conversational sentences)=runs/m/talk_eval.json" \
-    --eval-also "prose dev set, lead silence cut at the speech onset (--cut-lead)=runs/m/dev_cut_eval.json" \
-    --eval-also "conversational dev set, lead silence cut at the speech onset (--cut-lead)=runs/m/talk_cut_eval.json" \
-    --notes model_export/MODEL_NOTES.md --out service/models/default/MODEL_CARD.md
+ship runs/m 1.8.0 $M
 
 # Phase I (session 16), NOT SHIPPED (run only with PHASE_I=1): v1.5.0 grown 448 -> 512 units, the first
 # epoch shuffled (--sorted-epochs 0), 6,000 steps, 74 min on 2 cores. Dev WER 62.25 -> 61.78 % at
