@@ -3,9 +3,10 @@
 ``Admission`` refuses a recognition RPC when the model is not loaded yet, the
 server is draining, or ``max_streams`` are already running, and keeps the
 ``stt_active_streams`` gauge. A stream counts once per recognizer it runs: a request
-that recognizes each of its N channels on its own holds N slots (``Slot.widen``). ``read_requests`` reads a request stream with
-an idle timeout (audio stopped arriving) and a wall-clock deadline (stream too
-long); both end the RPC with OUT_OF_RANGE through the domain errors.
+that recognizes each of its N channels on its own holds N slots (``Slot.widen``).
+``read_requests`` reads a request stream with an idle timeout (audio stopped
+arriving) and a wall-clock deadline (stream too long); both end the RPC with
+OUT_OF_RANGE through the domain errors.
 ``WriteWatchdog`` does the same for the other direction: a client that stopped
 reading its responses.
 """

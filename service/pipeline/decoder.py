@@ -52,8 +52,8 @@ if TYPE_CHECKING:  # numpy only at run time: the service's configuration imports
 
 MASK_VALUE = -1.0e4  # same additive mask as training
 # Service default beam: dev WER of v1.7.0 (prose / conversational) with beam 4/6/8/12/16 was
-# 60.5/31.8, 58.9/29.9, 58.2/29.2, 57.6/28.2, 57.4/28.0 %, for a decoder 1.4x (beam 8) to 2.5x (16) as costly
-# as beam 4 (docs/BENCHMARKS.md, "Decoding rule and beam width"; v1.2.0 had its best WER at beam 4).
+# 60.5/31.8, 58.9/29.9, 58.2/29.2, 57.6/28.2, 57.4/28.0 %, for a decoder 1.3-1.5x (beam 8) to 3.3x (16) as
+# costly as beam 4 (docs/BENCHMARKS.md, "Decoding rule and beam width"; v1.2.0 had its best WER at beam 4).
 DEFAULT_BEAM_SIZE = 8
 # Service default score pruning: on the 600 dev utterances at beam 4, thresholds 3 and 2 gave 69.75 / 69.70 %
 # WER against 69.89 % without, for 0.85-0.95x the decoder's CPU; 1 loses 3 points, 6 saves nothing
