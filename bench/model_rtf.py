@@ -19,19 +19,22 @@ RTF is printed beside it.
 - unbatched: the batchers are not started, so every ONNX call runs alone;
 - batched: N streams run concurrently through the Recognizer's micro-batchers
   (``--batch-max-wait-ms``), so calls of different streams are stacked;
-- decoding: the service defaults (joint CTC/attention, beam STT_BEAM_SIZE), and on the
-  fp32 graphs also greedy (``beam 1``) and greedy attention only (``beam 1, ctc 0``), to
-  show what the beam and the CTC prefix scores cost.
+- decoding: the service defaults (joint CTC/attention, beam STT_BEAM_SIZE, the model
+  folder's lm.onnx at STT_LM_WEIGHT when it has one), and on the fp32 graphs also without
+  the LM (``no LM``), greedy (``beam 1``) and greedy attention only without the LM
+  (``beam 1, ctc 0``: the graphs alone), to show what the LM, the beam and the CTC prefix
+  scores cost.
 
 int8 graphs come from model_export.export.quantize (onnxruntime.quantization, 7-bit
-weights as `export --int8-reduce-range` makes them) in a temporary folder; skipped with a
-note when that is not importable.
+weights as `export --int8-reduce-range` makes them) in a temporary folder, beside a copy of
+the fp32 lm.onnx; skipped with a note when that is not importable.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -41,6 +44,7 @@ import numpy as np
 from bench.common import RATE, default_model_dir, machine_report, require_model, speech_stream
 from service.pipeline.ctc_prefix import DEFAULT_CTC_WEIGHT
 from service.pipeline.decoder import DEFAULT_BEAM_SIZE, DecodeOptions
+from service.pipeline.lm import DEFAULT_LM_WEIGHT, LM_FILE
 
 PIECE = RATE // 10  # 100 ms
 
@@ -53,7 +57,7 @@ async def recognize(recognizer, samples: np.ndarray) -> None:
 
 
 async def run(model_dir: Path, streams: list[np.ndarray], batched: bool, wait_ms: float,
-              ctc_weight: float, beam: int, repeats: int = 1) -> tuple[float, float]:
+              ctc_weight: float, beam: int, lm_weight: float, repeats: int = 1) -> tuple[float, float]:
     """(CPU seconds, wall seconds) for all ``streams`` on one inference thread, the least of
     ``repeats`` passes (this VM's speed drifts by 20 % and more between minutes).
 
@@ -64,7 +68,7 @@ async def run(model_dir: Path, streams: list[np.ndarray], batched: bool, wait_ms
     from service.recognizer import Recognizer
 
     recognizer = Recognizer.load(model_dir, inference_threads=1, batch_max_size=64, batch_max_wait_ms=wait_ms,
-                                 ctc_weight=ctc_weight, beam_size=beam)
+                                 ctc_weight=ctc_weight, beam_size=beam, lm_weight=lm_weight)
     try:
         await recognize(recognizer, streams[0][: RATE * 2])  # warm-up: first-call allocations
         if batched:
@@ -91,6 +95,8 @@ def int8_dir(model_dir: Path, tmp: Path) -> Path | None:
         return None
     out = tmp / "int8"
     quantize(model_dir, out, reduce_range=True)
+    if (model_dir / LM_FILE).is_file():  # the LM stays fp32, as the service would pair them
+        shutil.copy(model_dir / LM_FILE, out / LM_FILE)
     return out
 
 
@@ -102,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-max-wait-ms", type=float, default=2.0)
     p.add_argument("--ctc-weight", type=float, default=DEFAULT_CTC_WEIGHT, help="joint decoding weight (service default)")
     p.add_argument("--beam", type=int, default=DEFAULT_BEAM_SIZE, help="beam width (service default)")
+    p.add_argument("--lm-weight", type=float, default=DEFAULT_LM_WEIGHT,
+                   help="shallow-fusion weight when the model folder has an lm.onnx (service default)")
     p.add_argument("--repeats", type=int, default=3, help="passes per variant; the least CPU counts")
     p.add_argument("--also-beams", default="", help="comma-separated beam widths to add as fp32 rows")
     p.add_argument("--cpu", type=int, default=max(os.sched_getaffinity(0)),
@@ -118,23 +126,28 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[tuple[str, str], float] = {}
     walls: dict[tuple[str, str], float] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        variants = {"fp32": (model_dir, args.ctc_weight, args.beam)}
+        lm = args.lm_weight if (model_dir / LM_FILE).is_file() else 0.0
+        variants = {"fp32": (model_dir, args.ctc_weight, args.beam, lm)}
+        if lm:
+            variants["fp32, no LM"] = (model_dir, args.ctc_weight, args.beam, 0.0)
         for beam in [int(b) for b in args.also_beams.split(",") if b]:
-            variants[f"fp32, beam {beam}"] = (model_dir, args.ctc_weight, beam)
-        variants.update({"fp32, beam 1": (model_dir, args.ctc_weight, 1), "fp32, beam 1, ctc 0": (model_dir, 0.0, 1)})
+            variants[f"fp32, beam {beam}"] = (model_dir, args.ctc_weight, beam, lm)
+        variants.update({"fp32, beam 1": (model_dir, args.ctc_weight, 1, lm),
+                         "fp32, beam 1, ctc 0": (model_dir, 0.0, 1, 0.0)})
         q = int8_dir(model_dir, Path(tmp))
         if q is not None:
-            variants["int8"] = (q, args.ctc_weight, args.beam)
-            variants["int8, beam 1, ctc 0"] = (q, 0.0, 1)
-        for name, (path, weight, beam) in variants.items():
+            variants["int8"] = (q, args.ctc_weight, args.beam, lm)
+            variants["int8, beam 1, ctc 0"] = (q, 0.0, 1, 0.0)
+        for name, (path, weight, beam, lm_weight) in variants.items():
             for batched in (False, True):
                 mode = "batched" if batched else "unbatched"
                 cpu_s, wall_s = asyncio.run(run(path, streams, batched, args.batch_max_wait_ms, weight, beam,
-                                                 args.repeats))
+                                                 lm_weight, args.repeats))
                 rows[(name, mode)], walls[(name, mode)] = cpu_s / audio_s, wall_s / audio_s
                 print(f"{name} {mode}: {cpu_s:.2f} CPU s, {wall_s:.2f} wall s for {audio_s:.1f} s of audio", flush=True)
     print(f"\n## model RTF, one thread ({args.streams} streams x {args.seconds:g} s, model {model_dir}, "
-          f"ctc weight {args.ctc_weight:g}, beam {args.beam} unless named, least of {args.repeats} passes)\n")
+          f"ctc weight {args.ctc_weight:g}, beam {args.beam} unless named, LM weight {lm:g} unless named, "
+          f"least of {args.repeats} passes)\n")
     print("RTF = CPU seconds / audio seconds per stream (wall-clock RTF in brackets)\n")
     print("| graphs | unbatched RTF | batched RTF | batched / unbatched | streams per core (batched) |")
     print("|---|---:|---:|---:|---:|")
@@ -143,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         wu, wb = walls[(name, "unbatched")], walls[(name, "batched")]
         print(f"| {name} | {u:.4f} ({wu:.4f}) | {b:.4f} ({wb:.4f}) | {b / u:.2f} | {1 / b:.0f} |")
     print()
-    pairs = [("fp32", f"fp32, beam {b}") for b in args.also_beams.split(",") if b]
+    pairs = [("fp32", "fp32, no LM")] if lm else []
+    pairs += [("fp32", f"fp32, beam {b}") for b in args.also_beams.split(",") if b]
     pairs += [("fp32", "fp32, beam 1"), ("fp32, beam 1", "fp32, beam 1, ctc 0")]
     if ("int8", "unbatched") in rows:
         pairs = [("int8", "fp32"), ("int8, beam 1, ctc 0", "fp32, beam 1, ctc 0")] + pairs

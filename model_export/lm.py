@@ -67,11 +67,11 @@ class LmStepGraph(nn.Module):
 
 
 def sentences(extra_text: list[Path], exclude: frozenset[str], seeds: tuple[int, ...] = (0, 99)) -> list[str]:
-    """Every sentence of the text sources (the corpus seeds' everyday templates) and the
-    user's files, normalized, minus `exclude`, deduplicated, in a fixed order."""
+    """Every sentence of the text sources (prose and the conversational set, at the corpus
+    seeds) and the user's files, normalized, minus `exclude`, deduplicated, in a fixed order."""
     seen: set[str] = set()
     out: list[str] = []
-    pool = [s for seed in seeds for s in text_sources.build_sentences(seed)]
+    pool = [s for seed in seeds for s in text_sources.build_sentences(seed) + text_sources.build_talk_sentences(seed)]
     pool += [text_sources.normalize(line) for f in extra_text for line in f.read_text().splitlines()]
     for s in pool:
         if s and s not in exclude and s not in seen:
