@@ -13,6 +13,8 @@ import re
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
+
 
 def corpus_summary(corpora: list[Path]) -> dict:
     """Per split: train over every corpus folder's `train.jsonl`, dev from the first folder's `dev.jsonl`
@@ -62,6 +64,17 @@ def model_lineage(model_dir: Path) -> tuple[str, dict]:
                                                     "train_wall_minutes": float(meta["stt.training_wall_minutes"])})
 
 
+def lm_summary(lm_file: Path) -> dict:
+    """Version, size and training summary of an lm.onnx (model_export.lm writes them into its metadata)."""
+    import onnx
+
+    proto = onnx.load(str(lm_file))
+    meta = {p.key: p.value for p in proto.metadata_props}
+    return {"version": meta["stt.lm_version"], "hidden": int(meta["stt.lm_hidden"]),
+            "parameters": sum(int(np.prod(t.dims)) for t in proto.graph.initializer),
+            "training": json.loads(meta.get("stt.lm_training", "{}"))}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--corpus", type=Path, action="append", required=True,
@@ -77,6 +90,7 @@ def main() -> None:
     p.add_argument("--eval-also", action="append", default=[], metavar="TITLE=JSON",
                    help="another evaluation (model_export.evaluate --json-out) shown in its own table, e.g. "
                         "'conversational dev set=runs/talk/talk_eval.json' (repeatable)")
+    p.add_argument("--lm", type=Path, help="the lm.onnx shipped beside the model: described in the card")
     p.add_argument("--notes", type=Path, help="hand-written Markdown appended to the card (status, what limited it)")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
@@ -99,7 +113,8 @@ def main() -> None:
     notes = "\n" + args.notes.read_text() if args.notes else ""
     also = [(title, json.loads(Path(path).read_text()))
             for title, _, path in (item.partition("=") for item in args.eval_also)]
-    args.out.write_text(render_card(corpus, run, evaluation, args.run, also) + notes)
+    lm = lm_summary(args.lm) if args.lm else None
+    args.out.write_text(render_card(corpus, run, evaluation, args.run, also, lm) + notes)
 
 
 def _wer_row(name: str, result: dict | None) -> str:
@@ -110,19 +125,44 @@ def _wer_row(name: str, result: dict | None) -> str:
 
 
 def _eval_table(ev: dict) -> list[str]:
-    return [
+    lm = f", LM {ev['lm_weight']:g}" if ev.get("lm_weight") else ""
+    int8 = ev.get("windowed_offline_int8") or {}
+    lm8 = f", LM {int8['lm_weight']:g}" if int8.get("lm_weight") else ""
+    rows = [
         "| decoding | WER | CER | RTF (1 thread) |",
         "|---|---|---|---|",
         _wer_row("full attention, offline (PyTorch, greedy, attention only)", ev.get("full_attention_offline")),
         _wer_row("windowed attention, offline (ONNX fp32, attention only)", ev.get("windowed_offline_attention_only")),
-        _wer_row("windowed joint, offline (ONNX fp32, greedy)", ev.get("windowed_offline_greedy")),
-        _wer_row("windowed joint, offline (ONNX fp32)", ev.get("windowed_offline")),
-        _wer_row("windowed joint, streaming (ONNX fp32, 100 ms pieces)", ev.get("windowed_streaming")),
-        _wer_row("windowed joint, offline (ONNX int8)", ev.get("windowed_offline_int8")),
+        _wer_row(f"windowed joint, offline (ONNX fp32, greedy{lm})", ev.get("windowed_offline_greedy")),
+    ]
+    if lm:
+        rows.append(_wer_row("windowed joint, offline (ONNX fp32, no LM)", ev.get("windowed_offline_no_lm")))
+    return rows + [
+        _wer_row(f"windowed joint, offline (ONNX fp32{lm})", ev.get("windowed_offline")),
+        _wer_row(f"windowed joint, streaming (ONNX fp32{lm}, 100 ms pieces)", ev.get("windowed_streaming")),
+        _wer_row(f"windowed joint, offline (ONNX int8{lm8})", ev.get("windowed_offline_int8")),
     ]
 
 
-def render_card(corpus: dict, run: dict, ev: dict, run_dir: Path, also: list[tuple[str, dict]] = ()) -> str:
+def _lm_section(lm: dict | None) -> list[str]:
+    if lm is None:
+        return []
+    tr = lm["training"]
+    return [
+        "## Language model (`lm.onnx`)",
+        f"- v{lm['version']}: embedding {tr.get('embed', '?')} -> one LSTM layer of {lm['hidden']} -> log-probs over the "
+        f"same pieces; {lm['parameters'] / 1e6:.2f} M parameters. Trained on text alone (`python -m model_export.lm`): "
+        f"{tr.get('sentences', '?')} sentences ({tr.get('tokens', '?')} pieces) of the corpus text sources, prose and "
+        f"conversational, {tr.get('steps', '?')} steps; the {tr.get('held_out_sentences', '?')} sentences of the dev sets "
+        f"are held out, and its perplexity on them is {tr.get('held_out_perplexity', '?')} per piece.",
+        "- The service adds `STT_LM_WEIGHT` times its log-prob to every candidate token (shallow fusion; 0 turns it "
+        "off). Rows below marked \"LM\" use it; the \"no LM\" row is the same decoding without it.",
+        "",
+    ]
+
+
+def render_card(corpus: dict, run: dict, ev: dict, run_dir: Path, also: list[tuple[str, dict]] = (),
+                lm: dict | None = None) -> str:
     """MODEL_CARD.md: data, voices, hours, size, training time, measured dev WER."""
     import torch
 
@@ -172,6 +212,7 @@ def render_card(corpus: dict, run: dict, ev: dict, run_dir: Path, also: list[tup
         "then 0.3; the last steps fine-tune with the inference window applied; last 5 checkpoints averaged.",
         "- Exact commands: `scripts/train_default_model.sh`.",
         "",
+        *_lm_section(lm),
         "## Dev-set accuracy (measured by `python -m model_export.evaluate`, one segment per utterance)",
         "",
         f"{ev.get('utterances', '?')} utterances ({ev.get('hours', '?')} h) of held-out voices; beam {ev.get('beam', 1)}; "

@@ -24,12 +24,15 @@ evaluate_dev_sets() {
   done
 }
 # ship RUN VERSION CARD_ARGS...: RUN/final.pt becomes the bundled model (service/models/default; 7-bit int8
-# graphs beside it in RUN/int8, measured, not shipped), evaluated on both dev sets, with its card.
+# graphs beside it in RUN/int8, measured, not shipped), evaluated on both dev sets, with its card. An lm.onnx
+# already in service/models/default stays, is copied beside the int8 graphs, fuses in every evaluation at the
+# service's default weight, and is described in the card.
 ship() {
-  local run=$1 version=$2; shift 2
+  local run=$1 version=$2 lm=service/models/default/lm.onnx; shift 2
   python -m model_export.export --checkpoint "$run/final.pt" --out service/models/default --version "$version" \
       --manifest data/train_talk.jsonl --int8-out "$run/int8" --int8-reduce-range \
       --meta "$(python -m model_export.card --summary-json "$@")"
+  if [ -f "$lm" ]; then cp "$lm" "$run/int8/"; set -- "$@" --lm "$lm"; fi
   evaluate_dev_sets service/models/default "$run/final.pt" "$run/int8" "$run"
   python -m model_export.card "$@" --eval "$run/dev_eval.json" \
       --eval-also "conversational dev set (dev voices, held-out conversational sentences)=$run/talk_eval.json" \
@@ -202,8 +205,22 @@ python -m model_export.train --train data/train_talk.jsonl --dev data/corpus/dev
     --lr 3e-4 --warmup 200 --guided-weight 0 --ctc-high-until 0 --sorted-epochs 0 --steps 6000 --window-from 5200 \
     --eval-every 3000 --trim-lead 0.3 --seed 3
 # runs/m/final.pt is the shipped model, v1.8.0 (also model_export/checkpoints/default.pt)
-M="--corpus data/corpus --corpus data/corpus_accent --corpus data/corpus_mbx --corpus data/corpus_mbx2 --corpus data/corpus_talk --corpus data/corpus_talk_acc --run runs/m --lineage-model runs/v1.6.0 --lineage runs/lead --lineage runs/lead2"
-ship runs/m 1.8.0 $M
+CORPORA="--corpus data/corpus --corpus data/corpus_accent --corpus data/corpus_mbx --corpus data/corpus_mbx2 --corpus data/corpus_talk --corpus data/corpus_talk_acc"
+LINEAGE="--lineage-model runs/v1.6.0 --lineage runs/lead --lineage runs/lead2"
+ship runs/m 1.8.0 $CORPORA --run runs/m $LINEAGE
+
+# Phase M (session 20): the bundled language model, and v1.9.0. The LM (model_export/lm.py) learns from text
+# alone, prose and conversational, with both dev sets' sentences held out (4,000 steps, 17 min on one thread).
+# Then the same leg as Phase L again from v1.8.0 (other seed, one thread), shipped with the LM beside it.
+python -m model_export.lm --out runs/lm2 --exclude-text data/corpus/dev.jsonl \
+    --exclude-text data/corpus_talk/dev.jsonl --steps 4000 --threads 1
+python -m model_export.lm --out runs/lm2 --export service/models/default/lm.onnx --version 1.0.0
+mkdir -p runs/m2 && cp -n model_export/checkpoints/bpe256.* runs/m2/
+python -m model_export.train --train data/train_talk.jsonl --dev data/corpus/dev.jsonl --tokens bpe256 \
+    --threads 1 --workers 1 --out runs/m2 --enc-skip --enc-hidden 448 --init-from runs/m/final.pt \
+    --lr 3e-4 --warmup 200 --guided-weight 0 --ctc-high-until 0 --sorted-epochs 0 --steps 6000 --window-from 5200 \
+    --eval-every 3000 --trim-lead 0.3 --seed 4
+ship runs/m2 1.9.0 $CORPORA --run runs/m2 $LINEAGE --lineage runs/m
 
 # Phase I (session 16), NOT SHIPPED (run only with PHASE_I=1): v1.5.0 grown 448 -> 512 units, the first
 # epoch shuffled (--sorted-epochs 0), 6,000 steps, 74 min on 2 cores. Dev WER 62.25 -> 61.78 % at

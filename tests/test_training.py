@@ -316,6 +316,27 @@ def test_card_summary_reads_text_sources_and_takes_dev_from_the_first_corpus(tmp
     assert "| windowed joint, streaming (ONNX fp32, 100 ms pieces) | not measured | | |" in table
 
 
+def test_card_names_the_lm_rows_and_describes_the_lm(tmp_path):
+    from model_export import card
+    from model_export import lm as lm_train
+
+    row = {"wer": 0.2, "cer": 0.1}
+    table = card._eval_table({"lm_weight": 0.15, "windowed_offline": row, "windowed_offline_no_lm": row,
+                              "windowed_offline_int8": {**row, "lm_weight": 0.0}})
+    assert "| windowed joint, offline (ONNX fp32, LM 0.15) | 20.00 % | 10.00 % |  |" in table
+    assert "| windowed joint, offline (ONNX fp32, no LM) | 20.00 % | 10.00 % |  |" in table
+    assert "| windowed joint, offline (ONNX int8) | 20.00 % | 10.00 % |  |" in table  # its folder had no LM
+    vocab = ["<blank>", "<sos/eos>", "a", "b"]
+    path = lm_train.export(lm_train.TokenLM(len(vocab), 8, 16), vocab, tmp_path / "lm.onnx", "2.0.0",
+                           {"sentences": 10, "tokens": 50, "held_out_sentences": 3, "embed": 8, "steps": 7,
+                            "held_out_perplexity": 3.25})
+    summary = card.lm_summary(path)
+    embed, lstm, out = 4 * 8, 4 * 16 * (8 + 16) + 2 * 4 * 16, 16 * 4 + 4
+    assert summary["version"] == "2.0.0" and summary["hidden"] == 16 and summary["parameters"] == embed + lstm + out
+    text = "\n".join(card._lm_section(summary))
+    assert "v2.0.0" in text and "perplexity on them is 3.25" in text and "10 sentences" in text
+
+
 @pytest.mark.parametrize("lead_s", [0.0, 0.3])
 @pytest.mark.parametrize("snr_db", [None, 20])
 def test_speech_onset_is_found_at_the_first_sound(lead_s, snr_db):
