@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
                     digest.update(np.asarray(hyp.tokens, np.int64).tobytes())
             cpu = min(cpu, time.process_time() - started)
         hyps = [rec.tokenizer.decode(r.nbest()[0].content_tokens(r.eos)) for r in results]
-        print(f"beam {beam}, threshold {threshold:g}, ctc weight {weight:g}, lm weight {lm_weight:g}: decoder RTF {cpu / audio_s:.4f} ({cpu:.2f} CPU s), "
+        print(f"beam {beam}, threshold {threshold:g}, ctc weight {weight:g}, lm weight {lm_weight:g}: "
+              f"decoder RTF {cpu / audio_s:.4f} ({cpu:.2f} CPU s), "
               f"WER {100 * jiwer.wer(refs, hyps):.2f} %, CER {100 * jiwer.cer(refs, hyps):.2f} %, "
               f"tokens digest {digest.hexdigest()[:12]}")
     return 0

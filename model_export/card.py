@@ -150,8 +150,8 @@ def _lm_section(lm: dict | None) -> list[str]:
     tr = lm["training"]
     return [
         "## Language model (`lm.onnx`)",
-        f"- v{lm['version']}: embedding {tr.get('embed', '?')} -> one LSTM layer of {lm['hidden']} -> log-probs over the "
-        f"same pieces; {lm['parameters'] / 1e6:.2f} M parameters. Trained on text alone (`python -m model_export.lm`): "
+        f"- v{lm['version']}: embedding {tr.get('embed', '?')} -> one LSTM layer of {lm['hidden']} -> log-probs over "
+        f"the same pieces; {lm['parameters'] / 1e6:.2f} M parameters. Trained on text alone (`python -m model_export.lm`): "
         f"{tr.get('sentences', '?')} sentences ({tr.get('tokens', '?')} pieces) of the corpus text sources, prose and "
         f"conversational, {tr.get('steps', '?')} steps; the {tr.get('held_out_sentences', '?')} sentences of the dev sets "
         f"are held out, and its perplexity on them is {tr.get('held_out_perplexity', '?')} per piece.",
