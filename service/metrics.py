@@ -65,14 +65,11 @@ ENCODER_BATCH_SIZE = Histogram(
     "stt_encoder_batch_size", "Streams stacked into one encoder ONNX call.", buckets=_BATCH_BUCKETS
 )
 DECODER_BATCH_SIZE = Histogram(
-    "stt_decoder_batch_size", "Streams stacked into one decoder-step ONNX call.", buckets=_BATCH_BUCKETS
-)
-LM_BATCH_SIZE = Histogram(
-    "stt_lm_batch_size", "Streams stacked into one language-model-step ONNX call.", buckets=_BATCH_BUCKETS
+    "stt_decoder_batch_size", "Streams stacked into one decoder-step ONNX call (and its LM step).", buckets=_BATCH_BUCKETS
 )
 INFERENCE_SECONDS = Histogram(
     "stt_inference_seconds",
-    "Wall time of one ONNX Runtime call, by graph (encoder, decoder, lm).",
+    "Wall time of one batched ONNX Runtime call, by graph (encoder; decoder, with the LM step when the model has one).",
     ["graph"],
     buckets=_INFERENCE_BUCKETS,
 )

@@ -20,7 +20,9 @@ import numpy as np
 LM_FILE = "lm.onnx"
 # Service default when a model folder has an lm.onnx (docs/BENCHMARKS.md, "Language model weight").
 DEFAULT_LM_WEIGHT = 0.1
-LM_BATCH_AXES = {k: 0 for k in ("token", "h", "c", "lm_logp", "lm_h", "lm_c")}
+# A decoder-step request with the LM also carries the LM's state for the same rows under these names (its
+# token is the decoder's): one thread-pool call runs both steps (service/recognizer.py, decoder_step).
+LM_STATE_INPUTS = {"lm_h_in": "h", "lm_c_in": "c"}
 
 
 @dataclass(frozen=True)

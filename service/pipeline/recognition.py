@@ -5,7 +5,6 @@ supplies the read-only graphs and the batched calls.
 """
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -14,6 +13,7 @@ from service.pipeline.assembly import Hypothesis
 from service.pipeline.decoder import DecodeOptions, WindowedDecoder
 from service.pipeline.encoder import FeatureChunker, FrameStore
 from service.pipeline.features import FeatureExtractor
+from service.pipeline.lm import LM_STATE_INPUTS
 
 if TYPE_CHECKING:
     from service.recognizer import Recognizer
@@ -69,10 +69,8 @@ class SegmentRecognizer:
 
     async def _decode(self, ended: bool) -> None:
         while (req := self.decoder.next_step(self.frames, ended)) is not None:
-            if req.lm_inputs is None:
-                outputs = await self._rec.decoder_batcher.submit(req.inputs)
-            else:  # the LM step needs no decoder output: both run at once
-                outputs, lm_outputs = await asyncio.gather(self._rec.decoder_batcher.submit(req.inputs),
-                                                           self._rec.lm_batcher.submit(req.lm_inputs))
-                outputs = {**outputs, **lm_outputs}
+            inputs = req.inputs
+            if req.lm_inputs is not None:  # the LM step runs in the same call (Recognizer.decoder_step)
+                inputs = {**inputs, **{k: req.lm_inputs[v] for k, v in LM_STATE_INPUTS.items()}}
+            outputs = await self._rec.decoder_batcher.submit(inputs)
             self.decoder.apply(req, outputs)
