@@ -211,7 +211,9 @@ ship runs/m 1.8.0 $CORPORA --run runs/m $LINEAGE
 
 # Phase M (session 20): the bundled language model, and v1.9.0. The LM (model_export/lm.py) learns from text
 # alone, prose and conversational, with both dev sets' sentences held out (4,000 steps, 17 min on one thread).
-# Then the same leg as Phase L again from v1.8.0 (other seed, one thread), shipped with the LM beside it.
+# Then the same leg as Phase L again from v1.8.0 (other seed), shipped with the LM beside it: session 20 ran it
+# on one thread to step 2,200, stopped it and resumed with --threads 2 (67 min in all; the thread count does
+# not change the data order or the schedule).
 python -m model_export.lm --out runs/lm2 --exclude-text data/corpus/dev.jsonl \
     --exclude-text data/corpus_talk/dev.jsonl --steps 4000 --threads 1
 python -m model_export.lm --out runs/lm2 --export service/models/default/lm.onnx --version 1.0.0
