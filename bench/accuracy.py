@@ -3,10 +3,15 @@
     .venv/bin/python -m bench.accuracy                                   # data/corpus/dev.jsonl, bundled model
     .venv/bin/python -m bench.accuracy --limit 5                         # a quick check
     .venv/bin/python -m bench.accuracy --manifest my.jsonl --model-dir DIR
+    .venv/bin/python -m bench.accuracy --texts bench/novel_sentences.txt   # text unlike the training text
 
 Manifest: JSON lines with ``audio_filepath`` and ``text`` (NeMo style). Default
 data/corpus/dev.jsonl when present (held-out voices), else a small set synthesized
-with espeak-ng en-us-nyc voice variants. Each file is sent to the server
+with espeak-ng en-us-nyc voice variants (a dev voice); ``--texts FILE`` synthesizes the
+sentences of FILE (one per line) with the same voices instead. `bench/novel_sentences.txt`
+holds 40 everyday sentences written for this check (session 20), not drawn from any of the
+training text sources (fortunes, WordNet, templates, chatterbot): how the model and its LM
+do on sentences of another origin. Each file is sent to the server
 (``python -m service``, started here) as a stream (100 ms messages, as fast as the
 server takes them) and as one Recognize call, and decoded by pocketsphinx (its
 bundled en-us model). Text is normalized (lower case, letters, digits, apostrophes).
@@ -77,8 +82,8 @@ class System:
         return self.edits / max(self.ref_words, 1)
 
 
-def load_manifest(path: Path | None, limit: int, tmp: Path) -> list[dict]:
-    if path is not None and path.is_file():
+def load_manifest(path: Path | None, limit: int, tmp: Path, texts: list[str] | None = None) -> list[dict]:
+    if texts is None and path is not None and path.is_file():
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         print(f"manifest: {path} ({len(rows)} utterances, using {min(limit, len(rows)) if limit else len(rows)})")
         return rows[:limit] if limit else rows
@@ -88,7 +93,7 @@ def load_manifest(path: Path | None, limit: int, tmp: Path) -> list[dict]:
     from tests.speech_audio import synthesize
 
     rows = []
-    for i, text in enumerate(FALLBACK_TEXTS):
+    for i, text in enumerate(texts or FALLBACK_TEXTS):
         voice = FALLBACK_VOICES[i % len(FALLBACK_VOICES)]
         wav = tmp / f"utt{i}.wav"
         soundfile.write(wav, synthesize(text, RATE, voice), RATE, subtype="PCM_16")
@@ -156,11 +161,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST)
     p.add_argument("--limit", type=int, default=0, help="first N utterances only (0: all)")
     p.add_argument("--model-dir", type=Path, default=default_model_dir())
+    p.add_argument("--texts", type=Path, help="sentences, one per line, to synthesize with the fallback voices "
+                                              "instead of reading a manifest")
     args = p.parse_args(argv)
+    texts = [t.strip() for t in args.texts.read_text().splitlines() if t.strip()] if args.texts else None
     print(machine_report())
     systems = {name: System(name) for name in ("service streaming", "service unary", "pocketsphinx")}
     with tempfile.TemporaryDirectory() as tmp:
-        rows = load_manifest(args.manifest, args.limit, Path(tmp))
+        rows = load_manifest(args.manifest, args.limit, Path(tmp), texts)
         decoder = pocketsphinx_decoder()
         with ServerProcess(require_model(args.model_dir), ["--inference-threads", "1"]) as server, \
                 grpc.insecure_channel(server.address) as channel:
