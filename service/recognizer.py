@@ -6,19 +6,19 @@ out (`new_segment`); nothing here changes after `start()` except the batch queue
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-
-import numpy as np
 
 from service import metrics
 from service.pipeline.assembly import Assembler
 from service.pipeline.batcher import MicroBatcher
 from service.pipeline.ctc_prefix import DEFAULT_CTC_WEIGHT
-from service.pipeline.decoder import DEFAULT_BEAM_SIZE, DEFAULT_BEAM_THRESHOLD, DecodeOptions, DecoderGraph
+from service.pipeline.decoder import (DEFAULT_BEAM_SIZE, DEFAULT_BEAM_THRESHOLD, DecodeOptions, DecoderGraph,
+                                      run_step)
 from service.pipeline.encoder import EncoderGraph
-from service.pipeline.lm import DEFAULT_LM_WEIGHT, LM_STATE_INPUTS, LmGraph
+from service.pipeline.lm import DEFAULT_LM_WEIGHT, LM_C_IN, LM_H_IN, LmGraph
 from service.pipeline.model_info import ModelFileError, ModelInfo, create_session
 from service.pipeline.recognition import SegmentRecognizer
 from service.pipeline.tokenizer import Tokenizer
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL_DIR = Path(__file__).parent / "models" / "default"
 DECODER_BATCH_AXES = {k: 0 for k in ("token", "h", "c", "att_prev", "enc", "keys", "mask",
                                      "logp", "new_h", "new_c", "att",
-                                     "lm_h_in", "lm_c_in", "lm_logp", "lm_h", "lm_c")}
+                                     LM_H_IN, LM_C_IN, "lm_logp", "lm_h", "lm_c")}
 
 
 class Recognizer:
@@ -58,8 +58,10 @@ class Recognizer:
         wait_s = batch_max_wait_ms / 1000
         self.encoder_batcher = MicroBatcher("encoder", self.encoder.run, self.encoder.batch_axes(), self._executor,
                                             inference_threads, batch_max_size, wait_s, metrics.ENCODER_BATCH_SIZE)
-        self.decoder_batcher = MicroBatcher("decoder", self.decoder_step, DECODER_BATCH_AXES, self._executor,
-                                            inference_threads, batch_max_size, wait_s, metrics.DECODER_BATCH_SIZE)
+        # one call per step runs the decoder graph and, when the LM fuses, the LM step for the same rows
+        self.decoder_batcher = MicroBatcher("decoder", functools.partial(run_step, self.decoder, self.lm),
+                                            DECODER_BATCH_AXES, self._executor, inference_threads, batch_max_size,
+                                            wait_s, metrics.DECODER_BATCH_SIZE)
         log.info("model loaded", extra={"model_dir": str(model_dir), "version": self.info.version,
                                         "window": [self.info.window_back, self.info.window_size],
                                         "lm": self.lm.info.version if self.lm is not None else None})
@@ -77,17 +79,6 @@ class Recognizer:
         await self.encoder_batcher.close()
         await self.decoder_batcher.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
-
-    def decoder_step(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """One decoder step for K stacked hypotheses and, when the inputs carry LM state (`LM_STATE_INPUTS`,
-        (K, H) each), the LM step for the same rows. The LM step needs no decoder output, so one thread-pool
-        call runs both: one hand-off and one batch per step instead of two (a batcher of its own measured
-        the same CPU within this VM's noise, bench.model_rtf, session 20; it is the simpler path)."""
-        if "lm_h_in" not in inputs:
-            return self.decoder.run(inputs)
-        lm_inputs = {"token": inputs["token"], **{v: inputs[k] for k, v in LM_STATE_INPUTS.items()}}
-        dec_inputs = {k: v for k, v in inputs.items() if k not in LM_STATE_INPUTS}
-        return {**self.decoder.run(dec_inputs), **self.lm.run(lm_inputs)}
 
     def new_segment(self, offset_s: float, options: DecodeOptions = DecodeOptions()) -> SegmentRecognizer:
         if options.ctc_weight is None:

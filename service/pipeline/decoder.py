@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from service.pipeline.ctc_prefix import SCORE_FLOOR, CtcBeam
+from service.pipeline.lm import LM_C_IN, LM_H_IN
 
 if TYPE_CHECKING:  # numpy only at run time: the service's configuration imports this module's defaults
     from service.pipeline.encoder import FrameStore
@@ -120,7 +121,6 @@ class StepRequest:
     bounds: list[int] = field(default_factory=list)  # per row: CTC scores count frames [0, bound)
     ctc_logp: np.ndarray | None = None  # (T', V) the segment's CTC log-probs (joint decoding only)
     ended: bool = True  # the segment is complete: ctc_logp holds all of its frames
-    lm_inputs: dict[str, np.ndarray] | None = None  # one LM step for the same rows (with an LM only)
 
 
 @dataclass
@@ -195,15 +195,13 @@ class WindowedDecoder:
                   "h": np.stack([h.h for h in self.active]), "c": np.stack([h.c for h in self.active]),
                   "att_prev": np.stack([shift_window(h.att, s - h.att_start) for h, s in zip(self.active, starts)]) * valid,
                   "enc": frames, "keys": keys, "mask": np.where(valid, 0.0, MASK_VALUE).astype(np.float32)}
-        lm_inputs = None
-        if self.lm_weight > 0:
-            lm_inputs = {"token": inputs["token"], "h": np.stack([h.lm_h for h in self.active]),
-                         "c": np.stack([h.lm_c for h in self.active])}
+        if self.lm_weight > 0:  # the LM's state for the same rows: run_step runs its step too
+            inputs[LM_H_IN] = np.stack([h.lm_h for h in self.active])
+            inputs[LM_C_IN] = np.stack([h.lm_c for h in self.active])
         if self._ctc is None:
-            return StepRequest(inputs, starts, lm_inputs=lm_inputs)
+            return StepRequest(inputs, starts)
         # the window end, not store.length: what has arrived depends on the chunking
-        return StepRequest(inputs, starts, [min(s + w, store.length) for s in starts], store.ctc_logp(), ended,
-                           lm_inputs)
+        return StepRequest(inputs, starts, [min(s + w, store.length) for s in starts], store.ctc_logp(), ended)
 
     def _place_first_window(self, store: FrameStore, ended: bool) -> bool:
         """Centre the first window before CTC's first non-blank frame; False: none yet, wait."""
@@ -444,8 +442,16 @@ def decode_offline(graph: DecoderGraph, info: ModelInfo, store: FrameStore,
     """Windowed decoding of a complete segment (all frames in `store`); `lm` fuses when options.lm_weight > 0."""
     dec = WindowedDecoder(info, options, lm.info if lm is not None else None)
     while (req := dec.next_step(store, ended=True)) is not None:
-        outputs = graph.run(req.inputs)
-        if req.lm_inputs is not None:
-            outputs.update(lm.run(req.lm_inputs))
-        dec.apply(req, outputs)
+        dec.apply(req, run_step(graph, lm, req.inputs))
     return dec
+
+
+def run_step(graph: DecoderGraph, lm: LmGraph | None, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One decoder step for K stacked hypotheses and, when `inputs` carry LM state (LM_H_IN, LM_C_IN:
+    (K, H) each, added by `next_step` when the LM fuses), the LM step for the same rows: its token is
+    the decoder's. The service micro-batches whole calls of this (Recognizer), so one thread-pool call
+    and one batch serve both graphs."""
+    if LM_H_IN not in inputs:
+        return graph.run(inputs)
+    lm_outputs = lm.run({"token": inputs["token"], "h": inputs[LM_H_IN], "c": inputs[LM_C_IN]})
+    return {**graph.run({k: v for k, v in inputs.items() if k not in (LM_H_IN, LM_C_IN)}), **lm_outputs}

@@ -23,8 +23,8 @@ LM_FILE = "lm.onnx"
 # 54.6 % prose, prose CER rising from 0.1 on (docs/BENCHMARKS.md, "Language model weight").
 DEFAULT_LM_WEIGHT = 0.1
 # A decoder-step request with the LM also carries the LM's state for the same rows under these names (its
-# token is the decoder's): one thread-pool call runs both steps (service/recognizer.py, decoder_step).
-LM_STATE_INPUTS = {"lm_h_in": "h", "lm_c_in": "c"}
+# token is the decoder's): one call runs both steps (service/pipeline/decoder.py, run_step).
+LM_H_IN, LM_C_IN = "lm_h_in", "lm_c_in"
 
 
 @dataclass(frozen=True)

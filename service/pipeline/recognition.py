@@ -13,7 +13,6 @@ from service.pipeline.assembly import Hypothesis
 from service.pipeline.decoder import DecodeOptions, WindowedDecoder
 from service.pipeline.encoder import FeatureChunker, FrameStore
 from service.pipeline.features import FeatureExtractor
-from service.pipeline.lm import LM_STATE_INPUTS
 
 if TYPE_CHECKING:
     from service.recognizer import Recognizer
@@ -69,8 +68,4 @@ class SegmentRecognizer:
 
     async def _decode(self, ended: bool) -> None:
         while (req := self.decoder.next_step(self.frames, ended)) is not None:
-            inputs = req.inputs
-            if req.lm_inputs is not None:  # the LM step runs in the same call (Recognizer.decoder_step)
-                inputs = {**inputs, **{k: req.lm_inputs[v] for k, v in LM_STATE_INPUTS.items()}}
-            outputs = await self._rec.decoder_batcher.submit(inputs)
-            self.decoder.apply(req, outputs)
+            self.decoder.apply(req, await self._rec.decoder_batcher.submit(req.inputs))
