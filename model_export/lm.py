@@ -51,19 +51,32 @@ class TokenLM(nn.Module):
         y, _ = self.lstm(self.embed(tokens))
         return torch.log_softmax(self.out(y), dim=-1)
 
-    def step(self, token: torch.Tensor, h: torch.Tensor, c: torch.Tensor):
-        """token (B,), h, c (B, H) -> (B, V) log-probs of the next token, new h, new c."""
-        y, (h2, c2) = self.lstm(self.embed(token)[:, None], (h[None], c[None]))
-        return torch.log_softmax(self.out(y[:, 0]), dim=-1), h2[0], c2[0]
-
 
 class LmStepGraph(nn.Module):
+    """One step of `TokenLM` as the export writes it: an LSTM cell from plain matrix products.
+
+    The embedding and the input weights (and both biases) fold into one (V, 4H) table, so a
+    step is a row lookup plus h @ W_hh. ONNX's LSTM operator (what nn.LSTM exports to) wraps a
+    one-frame step in transposes and sequence handling: at the beam's 8 rows this graph ran
+    in 0.72-0.76x its time (ONNX Runtime, one thread; docs/BENCHMARKS.md, "Language model step").
+    """
+
     def __init__(self, lm: TokenLM) -> None:
         super().__init__()
-        self.lm = lm
+        cell = lm.lstm
+        with torch.no_grad():
+            table = lm.embed.weight @ cell.weight_ih_l0.T + cell.bias_ih_l0 + cell.bias_hh_l0  # (V, 4H)
+        self.table = nn.Parameter(table.detach().clone(), requires_grad=False)
+        self.w_hh = nn.Parameter(cell.weight_hh_l0.detach().T.contiguous(), requires_grad=False)  # (H, 4H)
+        self.out = lm.out
+        self.hidden = lm.hidden
 
     def forward(self, token, h, c):
-        return self.lm.step(token, h, c)
+        """token (B,), h, c (B, H) -> (B, V) log-probs, new h, new c; gates in nn.LSTM's order i, f, g, o."""
+        i, f, g, o = (self.table[token] + h @ self.w_hh).split(self.hidden, dim=1)
+        c2 = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h2 = torch.sigmoid(o) * torch.tanh(c2)
+        return torch.log_softmax(self.out(h2), dim=-1), h2, c2
 
 
 def sentences(extra_text: list[Path], exclude: frozenset[str], seeds: tuple[int, ...] = (0, 99)) -> list[str]:
