@@ -71,7 +71,8 @@ def lm_summary(lm_file: Path) -> dict:
     proto = onnx.load(str(lm_file))
     meta = {p.key: p.value for p in proto.metadata_props}
     return {"version": meta["stt.lm_version"], "hidden": int(meta["stt.lm_hidden"]),
-            "parameters": sum(int(np.prod(t.dims)) for t in proto.graph.initializer),
+            # files exported before session 21 held the parameters themselves as initializers
+            "parameters": int(meta.get("stt.lm_parameters", sum(int(np.prod(t.dims)) for t in proto.graph.initializer))),
             "training": json.loads(meta.get("stt.lm_training", "{}"))}
 
 

@@ -199,8 +199,9 @@ def export(lm: TokenLM, vocab: list[str], out: Path, version: str, training: dic
                       output_names=["logp", "new_h", "new_c"],
                       dynamic_axes={n: {0: "batch"} for n in ("token", "h", "c", "logp", "new_h", "new_c")})
     proto = onnx.load(str(out))
+    # the trained parameters: the graph's folded table holds more numbers than the model learned
     meta = {"stt.lm_version": version, "stt.lm_vocab": json.dumps(list(vocab)), "stt.lm_hidden": str(hid),
-            "stt.lm_training": json.dumps(training)}
+            "stt.lm_parameters": str(sum(p.numel() for p in lm.parameters())), "stt.lm_training": json.dumps(training)}
     for k, v in meta.items():
         proto.metadata_props.add(key=k, value=v)
     onnx.save(proto, str(out))
