@@ -58,7 +58,7 @@ class LmStepGraph(nn.Module):
     The embedding and the input weights (and both biases) fold into one (V, 4H) table, so a
     step is a row lookup plus h @ W_hh. ONNX's LSTM operator (what nn.LSTM exports to) wraps a
     one-frame step in transposes and sequence handling: at the beam's 8 rows this graph ran
-    in 0.72-0.76x its time (ONNX Runtime, one thread; docs/BENCHMARKS.md, "Language model step").
+    in 0.69-0.77x its time (ONNX Runtime, one thread; docs/BENCHMARKS.md, "Language model step").
     """
 
     def __init__(self, lm: TokenLM) -> None:

@@ -28,16 +28,23 @@ evaluate_dev_sets() {
 # already in service/models/default stays, is copied beside the int8 graphs, fuses in every evaluation at the
 # service's default weight, and is described in the card.
 ship() {
-  local run=$1 version=$2 lm=service/models/default/lm.onnx; shift 2
+  local run=$1 version=$2; shift 2
   python -m model_export.export --checkpoint "$run/final.pt" --out service/models/default --version "$version" \
       --manifest data/train_talk.jsonl --int8-out "$run/int8" --int8-reduce-range \
       --meta "$(python -m model_export.card --summary-json "$@")"
+  evaluate_and_card "$run" "$run" "$@"
+}
+# evaluate_and_card RUN OUT CARD_ARGS...: the bundled graphs (RUN/final.pt their checkpoint, RUN/int8 their int8
+# twins) with the bundled lm.onnx, if any, evaluated on both dev sets into OUT; then the card.
+evaluate_and_card() {
+  local run=$1 out=$2 lm=service/models/default/lm.onnx; shift 2
   if [ -f "$lm" ]; then cp "$lm" "$run/int8/"; set -- "$@" --lm "$lm"; fi
-  evaluate_dev_sets service/models/default "$run/final.pt" "$run/int8" "$run"
-  python -m model_export.card "$@" --eval "$run/dev_eval.json" \
-      --eval-also "conversational dev set (dev voices, held-out conversational sentences)=$run/talk_eval.json" \
-      --eval-also "prose dev set, lead silence cut at the speech onset (--cut-lead)=$run/dev_cut_eval.json" \
-      --eval-also "conversational dev set, lead silence cut at the speech onset (--cut-lead)=$run/talk_cut_eval.json" \
+  mkdir -p "$out"
+  evaluate_dev_sets service/models/default "$run/final.pt" "$run/int8" "$out"
+  python -m model_export.card "$@" --eval "$out/dev_eval.json" \
+      --eval-also "conversational dev set (dev voices, held-out conversational sentences)=$out/talk_eval.json" \
+      --eval-also "prose dev set, lead silence cut at the speech onset (--cut-lead)=$out/dev_cut_eval.json" \
+      --eval-also "conversational dev set, lead silence cut at the speech onset (--cut-lead)=$out/talk_cut_eval.json" \
       --notes model_export/MODEL_NOTES.md --out service/models/default/MODEL_CARD.md
 }
 
@@ -230,6 +237,24 @@ ship runs/m2 1.9.0 $CORPORA --run runs/m2 $LINEAGE --lineage runs/m
 python -m model_export.lm --out runs/lm3 --exclude-text data/corpus/dev.jsonl \
     --exclude-text data/corpus_talk/dev.jsonl --steps 12000 --threads 1
 python -m model_export.lm --out runs/lm3 --export service/models/default/lm.onnx --version 1.1.0
+evaluate_and_card runs/m2 runs/m2lm11 $CORPORA --run runs/m2 $LINEAGE --lineage runs/m  # v1.9.0 with LM v1.1.0
+
+# Phase N's acoustic leg (session 21), NOT SHIPPED (run only with PHASE_N_LEG=1): Phase M's leg once more from
+# v1.9.0 (seed 5), 6,000 steps, one thread to step 4,400 (while the LM trained on the other core), then two
+# (80 min in all). At beam 8 with LM v1.1.0 it was 0.2 points behind v1.9.0 on both dev sets (MODEL_NOTES.md).
+if [ "${PHASE_N_LEG:-0}" = 1 ]; then
+  mkdir -p runs/n && cp -n model_export/checkpoints/bpe256.* runs/n/
+  python -m model_export.train --train data/train_talk.jsonl --dev data/corpus/dev.jsonl --tokens bpe256 \
+      --threads 1 --workers 1 --out runs/n --enc-skip --enc-hidden 448 --init-from runs/m2/final.pt \
+      --lr 3e-4 --warmup 200 --guided-weight 0 --ctc-high-until 0 --sorted-epochs 0 --steps 6000 --window-from 5200 \
+      --eval-every 3000 --trim-lead 0.3 --seed 5
+  python -m model_export.export --checkpoint runs/n/final.pt --out runs/n/v1.10.0 --version 1.10.0 \
+      --manifest data/train_talk.jsonl
+  cp service/models/default/lm.onnx runs/n/v1.10.0/
+  python -m bench.decoder_rtf --model-dir runs/n/v1.10.0 --manifest data/corpus_talk/dev.jsonl --limit 300 \
+      --beams 8 --lm-weights 0,0.1
+  python -m bench.decoder_rtf --model-dir runs/n/v1.10.0 --limit 600 --beams 8 --lm-weights 0,0.1
+fi
 
 # Phase I (session 16), NOT SHIPPED (run only with PHASE_I=1): v1.5.0 grown 448 -> 512 units, the first
 # epoch shuffled (--sorted-epochs 0), 6,000 steps, 74 min on 2 cores. Dev WER 62.25 -> 61.78 % at
