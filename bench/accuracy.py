@@ -4,6 +4,7 @@
     .venv/bin/python -m bench.accuracy --limit 5                         # a quick check
     .venv/bin/python -m bench.accuracy --manifest my.jsonl --model-dir DIR
     .venv/bin/python -m bench.accuracy --texts bench/novel_sentences.txt   # text unlike the training text
+    .venv/bin/python -m bench.accuracy --join 4 --gap-s 0.3              # continuous speech: 4 utterances a file
 
 Manifest: JSON lines with ``audio_filepath`` and ``text`` (NeMo style). Default
 data/corpus/dev.jsonl when present (held-out voices), else a small set synthesized
@@ -16,6 +17,11 @@ do on sentences of another origin. Each file is sent to the server
 server takes them) and as one Recognize call, and decoded by pocketsphinx (its
 bundled en-us model). Text is normalized (lower case, letters, digits, apostrophes).
 WER = word edits / reference words over the whole set; RTF = wall seconds / audio seconds.
+
+``--join N`` sends N consecutive utterances as one file, ``--gap-s`` of silence after each: continuous
+speech. Pauses shorter than the endpointer's end silence (800 ms by default) keep the sentences in one
+VAD segment, so the recognizer hears several sentences in a row without a reset, as a caller who
+dictates or talks on would make it (MODEL_NOTES.md, session 22).
 """
 from __future__ import annotations
 
@@ -161,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST)
     p.add_argument("--limit", type=int, default=0, help="first N utterances only (0: all)")
     p.add_argument("--model-dir", type=Path, default=default_model_dir())
+    p.add_argument("--join", type=int, default=1, help="utterances joined into one file (continuous speech)")
+    p.add_argument("--gap-s", type=float, default=0.3, help="silence after each joined utterance, seconds")
     p.add_argument("--texts", type=Path, help="sentences, one per line, to synthesize with the fallback voices "
                                               "instead of reading a manifest")
     args = p.parse_args(argv)
@@ -169,12 +177,16 @@ def main(argv: list[str] | None = None) -> int:
     systems = {name: System(name) for name in ("service streaming", "service unary", "pocketsphinx")}
     with tempfile.TemporaryDirectory() as tmp:
         rows = load_manifest(args.manifest, args.limit, Path(tmp), texts)
+        groups = [rows[i:i + args.join] for i in range(0, len(rows), max(1, args.join))]
+        gap = np.zeros(int(round(args.gap_s * RATE)), np.float32)
         decoder = pocketsphinx_decoder()
         with ServerProcess(require_model(args.model_dir), ["--inference-threads", "1"]) as server, \
                 grpc.insecure_channel(server.address) as channel:
             stub = stt_pb2_grpc.SpeechStub(channel)
-            for row in rows:
-                samples = read_16k(row["audio_filepath"])
+            for group in groups:
+                samples = (read_16k(group[0]["audio_filepath"]) if len(group) == 1 else
+                           np.concatenate([x for row in group for x in (read_16k(row["audio_filepath"]), gap)]))
+                text = " ".join(row["text"] for row in group)
                 pcm, audio_s = to_pcm16(samples), len(samples) / RATE
                 jobs = [("service streaming", streaming, stub), ("service unary", unary, stub)]
                 if decoder is not None:
@@ -183,10 +195,11 @@ def main(argv: list[str] | None = None) -> int:
                     try:
                         hyp, wall = timed(fn, target, pcm)
                     except grpc.RpcError as err:
-                        systems[name].errors.append(f"{row['audio_filepath']}: {err.code().name}")
+                        systems[name].errors.append(f"{group[0]['audio_filepath']}: {err.code().name}")
                         hyp, wall = "", 0.0
-                    systems[name].add(row["text"], hyp, wall, audio_s)
-    print(f"\n## accuracy ({len(rows)} utterances, {systems['service unary'].audio_s:.0f} s of audio, "
+                    systems[name].add(text, hyp, wall, audio_s)
+    joined = f", joined by {args.join} with {args.gap_s:g} s gaps" if args.join > 1 else ""
+    print(f"\n## accuracy ({len(rows)} utterances{joined}, {systems['service unary'].audio_s:.0f} s of audio, "
           f"model {args.model_dir})\n")
     print("| system | WER | word edits / ref words | RTF | errors |")
     print("|---|---:|---:|---:|---:|")

@@ -118,6 +118,22 @@ def main() -> None:
     args.out.write_text(render_card(corpus, run, evaluation, args.run, also, lm) + notes)
 
 
+def _joined(ev: dict) -> str:
+    """How an evaluation made its segments, when not one per utterance (evaluate --join)."""
+    if ev.get("join", 1) <= 1:
+        return ""
+    return (f", {ev['join']} utterances back to back per segment with {ev.get('join_gap_s', 0):g} s of "
+            "silence after each (continuous speech)")
+
+
+def _also_section(title: str, ev: dict) -> list[str]:
+    """Another evaluation (--eval-also) under its own heading."""
+    return [f"### {title[:1].upper()}{title[1:]}", "",
+            f"`{ev.get('manifest', '?')}`: {ev.get('utterances', '?')} utterances ({ev.get('hours', '?')} h)"
+            f"{_joined(ev)}, beam {ev.get('beam', 1)}, CTC weight {ev.get('ctc_weight', 0)}.",
+            "", *_eval_table(ev), ""]
+
+
 def _wer_row(name: str, result: dict | None) -> str:
     if not result:
         return f"| {name} | not measured | | |"
@@ -224,10 +240,7 @@ def render_card(corpus: dict, run: dict, ev: dict, run_dir: Path, also: list[tup
         "",
     ]
     for title, other in also:
-        lines += [f"### {title[:1].upper()}{title[1:]}", "",
-                  f"`{other.get('manifest', '?')}`: {other.get('utterances', '?')} utterances "
-                  f"({other.get('hours', '?')} h), beam {other.get('beam', 1)}, CTC weight {other.get('ctc_weight', 0)}.",
-                  "", *_eval_table(other), ""]
+        lines += _also_section(title, other)
     lines += [
         "These figures are for synthetic voices of the training engines; real human speech is out of domain "
         "for this model. See docs/BENCHMARKS.md for service-level figures and the pocketsphinx comparison.",

@@ -147,6 +147,34 @@ def make_batches(lengths: list[int], max_frames: int, rng: random.Random, sort: 
     return batches
 
 
+def join_utterances(pool: list[int], lengths: list[int], share: float, max_frames: int,
+                    rng: random.Random) -> list[tuple[int, ...]]:
+    """Training examples over `pool` (utterance indices): each utterance once, and with probability
+    `share` an example is 2-3 of them back to back, at most `max_frames` feature frames in all.
+
+    A VAD segment of continuous speech holds several sentences with short pauses between them
+    (pauses under the endpointer's end silence stay inside the segment). A model trained only on
+    single utterances from a zero state loses its way after the first: on the conversational dev
+    set joined by fours with 0.3 s gaps, v1.9.0's WER doubled (MODEL_NOTES.md, session 22). The
+    utterances' own lead and trailing silence make the pauses.
+    """
+    order = list(pool)
+    rng.shuffle(order)
+    out, i = [], 0
+    while i < len(order):
+        group, total = [order[i]], lengths[order[i]]
+        i += 1
+        if rng.random() < share:
+            for _ in range(rng.randint(1, 2)):
+                if i >= len(order) or total + lengths[order[i]] > max_frames:
+                    break
+                group.append(order[i])
+                total += lengths[order[i]]
+                i += 1
+        out.append(tuple(group))
+    return out
+
+
 @dataclass
 class Batch:
     feats: torch.Tensor  # (B, T, 80), T a multiple of the subsampling factor
@@ -159,16 +187,21 @@ class Batch:
                                                                   self.target_lens)))
 
 
-def collate(fs: FeatureSet, idx: list[int], subsampling: int, starts: list[int] | None = None) -> Batch:
-    """`starts`: feature frames to drop at each utterance's start (lead-silence trimming)."""
+def collate(fs: FeatureSet, idx: list[int | tuple[int, ...]], subsampling: int,
+            starts: list[int] | None = None) -> Batch:
+    """One example per entry of `idx`: an utterance index, or a tuple of them joined back to back
+    (features and tokens in order, see `join_utterances`). `starts`: feature frames to drop at each
+    example's start (lead-silence trimming)."""
+    groups = [(i,) if isinstance(i, (int, np.integer)) else tuple(i) for i in idx]
     starts = starts or [0] * len(idx)
-    feats = [torch.from_numpy(fs.feats[i][s:].astype(np.float32)) for i, s in zip(idx, starts)]
+    feats = [torch.from_numpy(np.concatenate([fs.feats[i] for i in g])[s:].astype(np.float32))
+             for g, s in zip(groups, starts)]
     lens = torch.tensor([len(f) for f in feats])
     t_max = int(-(-lens.max() // subsampling) * subsampling)
     padded = torch.zeros(len(idx), t_max, feats[0].shape[1])
     for b, f in enumerate(feats):
         padded[b, : len(f)] = f
-    toks = [fs.tokens[i] for i in idx]
+    toks = [[t for i in g for t in fs.tokens[i]] for g in groups]
     tlens = torch.tensor([len(t) for t in toks])
     targets = torch.full((len(idx), int(tlens.max())), -1, dtype=torch.long)
     for b, t in enumerate(toks):

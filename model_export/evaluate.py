@@ -13,6 +13,9 @@ and with a beam > 1 also greedy, for comparison. With an lm.onnx in the model fo
 decoders fuse it at --lm-weight (the service default), and offline decoding is also reported
 without it.
 Each utterance is one segment (no VAD): this measures the model, bench/ measures the service.
+With --join N, N consecutive utterances with --join-gap-s of silence after each make one segment:
+continuous speech, as a VAD segment holds it when a caller's pauses are shorter than the
+endpointer's end silence.
 """
 from __future__ import annotations
 
@@ -87,6 +90,9 @@ def main() -> None:
     p.add_argument("--cut-lead", action="store_true",
                    help="cut each utterance's lead silence at its speech onset (a stream that opens on speech; every "
                         "corpus utterance opens on 0.05-0.6 s of silence)")
+    p.add_argument("--join", type=int, default=1,
+                   help="utterances per segment, back to back with --join-gap-s of silence after each")
+    p.add_argument("--join-gap-s", type=float, default=0.3)
     p.add_argument("--json-out", type=Path)
     args = p.parse_args()
     utts = read_manifest(args.manifest)
@@ -95,6 +101,11 @@ def main() -> None:
     if args.cut_lead:
         audios = [cut_lead_silence(a) for a in audios]
     refs = [u.text for u in utts]
+    if args.join > 1:
+        gap = np.zeros(int(round(args.join_gap_s * 16000)), np.float32)
+        audios = [np.concatenate([x for a in audios[i:i + args.join] for x in (a, gap)])
+                  for i in range(0, len(audios), args.join)]
+        refs = [" ".join(refs[i:i + args.join]) for i in range(0, len(refs), args.join)]
     hours = sum(len(a) for a in audios) / 16000 / 3600
     rec = Recognizer(args.model_dir, inference_threads=1, lm_weight=args.lm_weight)
     options = DecodeOptions(beam_size=args.beam, ctc_weight=args.ctc_weight, lm_weight=rec.lm_weight,
@@ -102,6 +113,8 @@ def main() -> None:
     report: dict = {"manifest": str(args.manifest), "utterances": len(utts), "hours": round(hours, 3),
                     "beam": args.beam, "beam_threshold": args.beam_threshold, "ctc_weight": options.ctc_weight,
                     "lm_weight": options.lm_weight, "cut_lead": args.cut_lead}
+    if args.join > 1:
+        report.update(join=args.join, join_gap_s=args.join_gap_s)
     if args.checkpoint:
         report["full_attention_offline"] = score(refs, full_attention(args.checkpoint, audios))
     t0 = time.perf_counter()

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from model_export.data import Batch, FeatureSet, collate, make_batches, read_manifest, speech_onset
+from model_export.data import Batch, FeatureSet, collate, join_utterances, make_batches, read_manifest, speech_onset
 from model_export.grow import grow_state_dict
 from model_export.model import MASK_VALUE, AttentionModel, ModelConfig
 from model_export.bpe import CharEncoder, train_bpe
@@ -322,6 +322,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--trim-lead", type=float, default=0.0,
                    help="share of training utterances whose lead silence is cut to 0-80 ms (trim_start): every corpus "
                         "utterance opens on silence, a live stream may open on speech")
+    p.add_argument("--join-share", type=float, default=0.0,
+                   help="share of training examples made of 2-3 utterances back to back (continuous speech)")
+    p.add_argument("--join-max-frames", type=int, default=1500,
+                   help="longest joined example, feature frames (10 ms each)")
     p.add_argument("--ckpt-every", type=int, default=200)
     p.add_argument("--average", type=int, default=5)
     p.add_argument("--dev-utts", type=int, default=120)
@@ -386,10 +390,13 @@ def train(args: argparse.Namespace) -> Path:
         pool = clean if step < args.clean_first else range(len(lengths))
         sort = epoch < args.sorted_epochs if epoch_sorted is None else epoch_sorted
         epoch_sorted = None
-        batches = [[pool[i] for i in b] for b in make_batches([lengths[i] for i in pool], args.max_frames, rng,
-                                                              sort=sort)]
+        # (without --join-share the examples, and so the batches, are exactly those of earlier phases)
+        examples = (join_utterances(list(pool), lengths, args.join_share, args.join_max_frames, rng)
+                    if args.join_share else [(i,) for i in pool])
+        batches = [[examples[i] for i in b] for b in make_batches([sum(lengths[i] for i in e) for e in examples],
+                                                                  args.max_frames, rng, sort=sort)]
         while pos < len(batches) and step < stop_at:
-            starts = ([trim_start(onsets[i], lengths[i], args.trim_lead, rng) for i in batches[pos]]
+            starts = ([trim_start(onsets[e[0]], lengths[e[0]], args.trim_lead, rng) for e in batches[pos]]
                       if onsets else None)
             batch = collate(train_set, batches[pos], model.cfg.subsampling, starts).to(device)
             for g in opt.param_groups:

@@ -128,3 +128,46 @@ def test_a_prefix_longer_than_the_frames_scores_only_its_end(logp):
     assert deltas.tolist() == [[-1000.0, -1000.0]] and end.tolist() == [0.0]
     with np.errstate(invalid="raise"):
         assert beam.next_token_frame(0, logp[:3], BLANK) == 0
+
+
+def _peaked(n_frames: int, tokens: list[int], others: list[int], every: int, vocab: int, rng) -> np.ndarray:
+    """(T, V) CTC log-probs of speech: token k peaks at frame every * (k + 1), a likely other
+    reading of it (others[k]) a little lower, blank elsewhere."""
+    x = rng.normal(size=(n_frames, vocab))
+    x[:, BLANK] += 8.0
+    for k, (tok, other) in enumerate(zip(tokens, others)):
+        x[every * (k + 1), tok] += 16.0
+        x[every * (k + 1), other] += 15.0
+    return (x - np.log(np.exp(x).sum(1, keepdims=True))).astype(np.float32)
+
+
+def _decode_along(logp: np.ndarray, tokens: list[int], others: list[int], every: int):
+    """A two-row beam, both rows children of the first (the tokens, then the other reading), scored
+    each step on windows ending a few frames past the next peak: the scores per step and the spans
+    of frames the beam still counts."""
+    beam, out, spans = CtcBeam.root(), [], []
+    cand = np.array([[1, 2, 3], [1, 2, 3]])
+    for k, (tok, other) in enumerate(zip(tokens, others)):
+        beam = beam.select(np.array([0, 0]), np.array([tok, other]), logp, BLANK)
+        bound = every * (k + 2) + 4
+        out.append(beam.scores(logp, BLANK, np.array([bound, bound - 2]), cand))
+        spans.append(beam.n - beam.lo)
+    return out, spans
+
+
+def test_scores_count_only_the_live_frames_and_equal_the_sum_over_all(monkeypatch):
+    """A long segment: the frames a step sums over stay bounded (the cost of a step does not grow
+    with the segment), and the scores equal the untruncated sums from frame 0."""
+    import service.pipeline.ctc_prefix as ctc_prefix
+
+    rng = np.random.default_rng(5)
+    tokens = [int(t) for t in rng.integers(1, 4, size=300)]
+    others = [1 + t % 3 for t in tokens]
+    logp = _peaked(6 * 302 + 8, tokens, others, 6, 4, rng)
+    live, spans = _decode_along(logp, tokens, others, 6)
+    monkeypatch.setattr(ctc_prefix, "LIVE_MARGIN", np.inf)  # every frame counts: lo stays 0
+    full, full_spans = _decode_along(logp, tokens, others, 6)
+    assert full_spans[-1] > 1800 and max(spans) < 120 and max(spans[-100:]) <= max(spans[100:200]) + 8, spans
+    for (d, e), (fd, fe) in zip(live, full):
+        np.testing.assert_allclose(d, fd, rtol=1e-12, atol=1e-9)
+        np.testing.assert_allclose(e, fe, rtol=1e-12, atol=1e-9)

@@ -163,7 +163,7 @@ def test_clean_first_curriculum_then_everything_and_resumes_at_the_switch(tiny_c
 
     def spy(fs, idx, subsampling, starts=None):  # records which utterances each training step used
         if fs.utts[0].path == rows[0]["audio_filepath"]:
-            seen.append(list(idx))
+            seen.append([i for e in idx for i in e])  # examples: tuples of utterances
         return real_collate(fs, idx, subsampling, starts)
 
     monkeypatch.setattr(train_mod, "collate", spy)
@@ -239,7 +239,7 @@ def test_first_epoch_runs_short_to_long_unless_sorted_epochs_is_zero(tiny_corpus
 
     def spy(fs, idx, subsampling, starts=None):
         if len(fs.utts) == 16:  # the training set (the dev set has 4)
-            longest.append(max(len(fs.feats[i]) for i in idx))
+            longest.append(max(len(fs.feats[i]) for (i,) in idx))  # one utterance per example
         return real_collate(fs, idx, subsampling, starts)
 
     monkeypatch.setattr(train_mod, "collate", spy)
@@ -265,7 +265,7 @@ def test_an_epoch_in_progress_keeps_its_order_when_resumed_with_another_sorted_e
 
     def spy(fs, idx, subsampling, starts=None):
         if len(fs.utts) == 16:
-            longest.append(max(len(fs.feats[i]) for i in idx))
+            longest.append(max(len(fs.feats[i]) for (i,) in idx))
         return real_collate(fs, idx, subsampling, starts)
 
     monkeypatch.setattr(train_mod, "collate", spy)
@@ -337,6 +337,17 @@ def test_card_names_the_lm_rows_and_describes_the_lm(tmp_path):
     assert "v2.0.0" in text and "perplexity on them is 3.25" in text and "10 sentences" in text
 
 
+def test_card_says_how_a_joined_evaluation_made_its_segments():
+    from model_export import card
+
+    single = {"manifest": "talk.jsonl", "utterances": 8, "hours": 0.01, "windowed_offline": {"wer": 0.3, "cer": 0.2}}
+    joined = "\n".join(card._also_section("continuous speech", {**single, "join": 4, "join_gap_s": 0.3}))
+    assert joined.startswith("### Continuous speech")
+    assert "8 utterances (0.01 h), 4 utterances back to back per segment with 0.3 s of silence after each" in joined
+    assert "| 30.00 % | 20.00 % |" in joined  # its table
+    assert "back to back" not in "\n".join(card._also_section("one per utterance", single))
+
+
 @pytest.mark.parametrize("lead_s", [0.0, 0.3])
 @pytest.mark.parametrize("snr_db", [None, 20])
 def test_speech_onset_is_found_at_the_first_sound(lead_s, snr_db):
@@ -382,9 +393,9 @@ def test_trim_lead_cuts_a_share_of_training_utterances_to_just_before_their_onse
 
     def spy(fs, idx, subsampling, starts=None):
         if len(fs.utts) == 16:  # the training set (the dev set has 4)
-            seen.extend((i, s, speech_onset(fs.feats[i])) for i, s in zip(idx, starts))
+            seen.extend((i, s, speech_onset(fs.feats[i])) for (i,), s in zip(idx, starts))
         batch = real_collate(fs, idx, subsampling, starts)
-        assert int(batch.feat_lens.max()) == max(len(fs.feats[i]) - s for i, s in zip(idx, starts))
+        assert int(batch.feat_lens.max()) == max(len(fs.feats[i]) - s for (i,), s in zip(idx, starts))
         return batch
 
     monkeypatch.setattr(train_mod, "collate", spy)
@@ -394,3 +405,41 @@ def test_trim_lead_cuts_a_share_of_training_utterances_to_just_before_their_onse
                 "--steps", "40", "--max-steps-this-run", "4", "--trim-lead", "1.0"])
     assert seen and all(max(0, onset - 6) <= cut <= onset + 2 for _, cut, onset in seen), seen
     assert sum(cut > 0 for _, cut, _ in seen) >= len(seen) // 2  # corpus utterances open on 50-600 ms of silence
+
+
+def test_joined_examples_hold_each_utterance_once_in_order_with_their_tokens(tiny_corpus, tmp_path, monkeypatch):
+    """--join-share: some examples are 2-3 utterances back to back (continuous speech in one VAD
+    segment); every utterance is still used once per epoch, and an example's features and tokens are
+    its utterances' in the same order."""
+    import model_export.train as train_mod
+    from model_export.data import join_utterances
+
+    lengths = [100] * 30 + [700] * 10
+    rng = random.Random(3)
+    examples = join_utterances(list(range(40)), lengths, 0.5, 1500, rng)
+    assert sorted(i for e in examples for i in e) == list(range(40))
+    assert all(1 <= len(e) <= 3 and sum(lengths[i] for i in e) <= 1500 for e in examples)
+    assert any(len(e) == 3 for e in examples) and any(len(e) == 2 for e in examples)
+    assert [len(e) for e in join_utterances(list(range(40)), lengths, 0.0, 1500, rng)] == [1] * 40
+
+    seen: list[tuple[tuple[int, ...], int, int]] = []  # (example, frames, tokens)
+    real_collate = train_mod.collate
+
+    def spy(fs, idx, subsampling, starts=None):
+        batch = real_collate(fs, idx, subsampling, starts)
+        if len(fs.utts) == 16:  # the training set (the dev set has 4)
+            for b, e in enumerate(idx):
+                frames = int(batch.feat_lens[b])
+                assert frames == sum(len(fs.feats[i]) for i in e)
+                assert np.array_equal(batch.feats[b, :frames].numpy(),
+                                      np.concatenate([fs.feats[i] for i in e]).astype(np.float32))
+                assert batch.targets[b, :int(batch.target_lens[b])].tolist() == [t for i in e for t in fs.tokens[i]]
+                seen.append((e, frames, int(batch.target_lens[b])))
+        return batch
+
+    monkeypatch.setattr(train_mod, "collate", spy)
+    train_main(["--train", str(tiny_corpus / "train.jsonl"), "--dev", str(tiny_corpus / "dev.jsonl"),
+                "--out", str(tmp_path / "run"), "--size", "tiny", "--eval-every", "1000", "--window-from", "100",
+                "--warmup", "2", "--threads", "1", "--workers", "1", "--dev-utts", "2", "--max-frames", "4000",
+                "--steps", "40", "--max-steps-this-run", "3", "--join-share", "1.0", "--join-max-frames", "4000"])
+    assert seen and any(len(e) > 1 for e, _, _ in seen), seen

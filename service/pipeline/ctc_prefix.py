@@ -18,6 +18,13 @@ variables of all its prefixes together: a few frames at a time with one vector o
 over the prefixes per frame, many frames one prefix at a time in closed form (one
 cumulative sum and one logaddexp.accumulate).
 
+Only the frames since about where a hypothesis's last token was emitted count. Before that its
+prefix cannot yet be complete: the forward variables there lie more than ``LIVE_MARGIN`` (in log)
+below their largest value, and the scores are sums over frames, so those terms are below float64's
+resolution. The beam keeps the first frame that still counts (``lo``) and works on [lo, T) only: a
+decoding step costs the same 30 s into a segment as at its start, where summing from frame 0 made
+the cost of a step grow with the segment and the segment's cost quadratic.
+
 The whole beam is one ``CtcBeam``: the active hypotheses of the windowed decoder always
 hold the same number of tokens (each step adds one to every survivor), so their variables
 stack into (P, ...) arrays and every operation runs once per decoding step, not once per
@@ -32,6 +39,9 @@ DEFAULT_CTC_WEIGHT = 0.3
 NEG_INF = -np.inf
 SCORE_FLOOR = -1.0e3
 _HEADROOM = 16  # spare history frames: a window advances a few frames per decoding step
+# Frames whose forward variables lie this far (log) below the row's largest are dropped from the sums:
+# e^-60 is 1e-26 relative, and a sum has at most a few thousand such terms, so far below float64's 1e-16.
+LIVE_MARGIN = 60.0
 
 
 def _recurrence(init: np.ndarray | None, a: np.ndarray, p: np.ndarray) -> np.ndarray:
@@ -63,15 +73,18 @@ class CtcBeam:
     Every row is computed up to the same frame ``n``: the furthest any row has needed. Rows
     whose window ends earlier get a few frames more than they use, which costs less than
     tracking each row's own frame, and the values up to a frame never depend on later ones.
+    History columns before ``lo`` (shared by the rows) no longer count: a child computes its own
+    row from there (-inf before), and the scores sum from there.
     """
 
     def __init__(self, labels: np.ndarray, same: np.ndarray, n: int, front_n: np.ndarray, front_b: np.ndarray,
-                 own_n: np.ndarray, own_b: np.ndarray, par_n: np.ndarray, par_b: np.ndarray) -> None:
+                 own_n: np.ndarray, own_b: np.ndarray, par_n: np.ndarray, par_b: np.ndarray, lo: int = 0) -> None:
         self.labels = labels  # (P, L) int64 the prefixes
         self.same = same  # (P, L) token l repeats token l - 1: a blank must come between
         self.n = n  # frames computed
         self.front_n, self.front_b = front_n, front_b
         self.own_n, self.own_b, self.par_n, self.par_b = own_n, own_b, par_n, par_b
+        self.lo = lo  # first history column that counts (column t: before frame t)
 
     @classmethod
     def root(cls, rows: int = 1) -> "CtcBeam":
@@ -102,22 +115,36 @@ class CtcBeam:
         """The next step's beam: row i is row parents[i] extended by tokens[i] (not blank).
 
         parents, tokens (S,) int; logp (T', V) the segment's CTC log-probs, T' >= n. The
-        children's own rows are computed over the n frames the parents have.
+        children's own rows are computed over the frames [lo, n) the parents have.
         """
-        n, rows = self.n, len(parents)
+        n, rows, lo = self.n, len(parents), self.lo
         last = self.labels[parents, -1] if self.length else np.full(rows, -1)
         repeat = tokens == last
         par_n, par_b = self.own_n[parents], self.own_b[parents]  # fancy indexing: copies
         own_n, own_b = _history(rows, par_n.shape[1] - 1), _history(rows, par_n.shape[1] - 1)  # a token needs a frame
-        if n:
-            ready = _ready(par_n[:, :n], par_b[:, :n], repeat)  # the parent complete before frame t
-            own_n[:, 1: n + 1] = _recurrence(None, ready, logp[:n, tokens].T.astype(np.float64))
-            own_b[:, 1: n + 1] = _recurrence(None, own_n[:, :n], logp[:n, blank].astype(np.float64))
-        return CtcBeam(np.concatenate([self.labels[parents], tokens[:, None]], axis=1),
+        if n > lo:
+            ready = _ready(par_n[:, lo:n], par_b[:, lo:n], repeat)  # the parent complete before frame t
+            own_n[:, lo + 1: n + 1] = _recurrence(None, ready, logp[lo:n, tokens].T.astype(np.float64))
+            own_b[:, lo + 1: n + 1] = _recurrence(None, own_n[:, lo:n], logp[lo:n, blank].astype(np.float64))
+        beam = CtcBeam(np.concatenate([self.labels[parents], tokens[:, None]], axis=1),
                        np.concatenate([self.same[parents], repeat[:, None]], axis=1), n,
                        np.concatenate([self.front_n[parents], own_n[:, n: n + 1]], axis=1),
                        np.concatenate([self.front_b[parents], own_b[:, n: n + 1]], axis=1),
-                       own_n, own_b, par_n, par_b)
+                       own_n, own_b, par_n, par_b, lo)
+        beam._advance_lo()
+        return beam
+
+    def _advance_lo(self) -> None:
+        """Move ``lo`` to one column before the first where some row's forward variables come within
+        LIVE_MARGIN of that row's largest (rows that cannot hold their prefix do not count)."""
+        n, lo = self.n, self.lo
+        if n <= lo:
+            return
+        entry = np.logaddexp(self.own_n[:, lo: n + 1], self.own_b[:, lo: n + 1])  # (P, n + 1 - lo)
+        top = entry.max(axis=1, keepdims=True)
+        live = (entry >= top - LIVE_MARGIN) & np.isfinite(top)
+        if live.any():
+            self.lo = lo + max(0, int(np.argmax(live.any(axis=0))) - 1)
 
     def extend(self, logp: np.ndarray, blank: int, n: int) -> None:
         """Forward variables up to frame n. logp (T', V) the segment's CTC log-probs, T' >= n."""
@@ -141,24 +168,25 @@ class CtcBeam:
         """
         frames = int(bounds.max())
         self.extend(logp, blank, frames)
-        valid = None if bounds.min() == frames else np.arange(frames) < bounds[:, None]  # (P, frames)
-        own = self._own_scores(logp, frames, valid)
+        lo = min(self.lo, frames - 1)
+        valid = None if bounds.min() == frames else np.arange(lo, frames) < bounds[:, None]  # (P, frames - lo)
+        own = self._own_scores(logp, lo, frames, valid)
         possible = np.isfinite(own)
         own = np.where(possible, own, 0.0)
-        entry = np.logaddexp(self.own_n[:, :frames], self.own_b[:, :frames])
+        entry = np.logaddexp(self.own_n[:, lo:frames], self.own_b[:, lo:frames])
         if valid is not None:
             entry = np.where(valid, entry, NEG_INF)
         # psi(h + c) = sum over t of P(h complete before t) p_c(t): a sum of products, taken in
         # probability space with each row's largest term scaled to 1 (one exp per number, where a
         # log-domain reduction costs a log and an exp per pair)
         top = _row_max(entry)  # (P, 1)
-        probs = np.exp(logp[:frames][:, tokens].astype(np.float64))  # (frames, P, C)
+        probs = np.exp(logp[lo:frames][:, tokens].astype(np.float64))  # (frames - lo, P, C)
         with np.errstate(divide="ignore"):  # log(0) = -inf: floored below
             psi = np.log(np.einsum("pt,tpc->pc", np.exp(entry - top), probs)) + top
         if self.length:
             repeat = tokens == self.labels[:, -1:]
             if repeat.any():  # a repeated token needs a blank in between
-                after_blank = self.own_b[:, :frames] + logp[:frames, self.labels[:, -1]].T
+                after_blank = self.own_b[:, lo:frames] + logp[lo:frames, self.labels[:, -1]].T
                 if valid is not None:
                     after_blank = np.where(valid, after_blank, NEG_INF)
                 psi = np.where(repeat, _logsumexp_rows(after_blank)[:, None], psi)
@@ -172,7 +200,8 @@ class CtcBeam:
         """(P,) log psi(h, bounds[row]): the CTC output of those frames starts with the row's prefix."""
         frames = int(bounds.max())
         self.extend(logp, blank, frames)
-        return self._own_scores(logp, frames, np.arange(frames) < bounds[:, None])
+        lo = min(self.lo, frames - 1)
+        return self._own_scores(logp, lo, frames, np.arange(lo, frames) < bounds[:, None])
 
     def end_scores(self, logp: np.ndarray, blank: int, rows: list[int]) -> np.ndarray:
         """(len(rows),) log P(output == h) - log psi(h) over the whole segment, logp (T', V)."""
@@ -184,23 +213,24 @@ class CtcBeam:
         median of its first-emission time over the whole segment, logp (T', V)."""
         n = len(logp)
         self.extend(logp, blank, n)
-        probs = np.exp(logp.astype(np.float64))
+        lo = min(self.lo, n - 1)
+        probs = np.exp(logp[lo:].astype(np.float64))
         other = 1.0 - probs[:, blank] - (probs[:, self.labels[row, -1]] if self.length else 0.0)
-        entry = np.logaddexp(self.own_n[row, :n], self.own_b[row, :n])
+        entry = np.logaddexp(self.own_n[row, lo:n], self.own_b[row, lo:n])
         first_emit = entry + np.log(np.maximum(other, 1e-12))
         top = first_emit.max()
         if not np.isfinite(top):
             return 0  # the frames cannot hold the prefix: no frame to jump to (callers jump forward only)
         mass = np.cumsum(np.exp(first_emit - top))
-        return int(np.searchsorted(mass, mass[-1] / 2))
+        return lo + int(np.searchsorted(mass, mass[-1] / 2))
 
-    def _own_scores(self, logp: np.ndarray, frames: int, valid: np.ndarray | None) -> np.ndarray:
-        """(P,) log psi(h) over frames [0, frames) where valid (P, frames) (None: all):
+    def _own_scores(self, logp: np.ndarray, lo: int, frames: int, valid: np.ndarray | None) -> np.ndarray:
+        """(P,) log psi(h) over frames [lo, frames) where valid (P, frames - lo) (None: all):
         the parent complete, then h's last token."""
         if not self.length:
             return np.zeros(self.rows)
-        ready = _ready(self.par_n[:, :frames], self.par_b[:, :frames], self.same[:, -1])
-        paths = ready + logp[:frames, self.labels[:, -1]].T
+        ready = _ready(self.par_n[:, lo:frames], self.par_b[:, lo:frames], self.same[:, -1])
+        paths = ready + logp[lo:frames, self.labels[:, -1]].T
         if valid is not None:
             paths = np.where(valid, paths, NEG_INF)
         return _logsumexp_rows(paths)
