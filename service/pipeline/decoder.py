@@ -27,6 +27,16 @@ CTC expects the next token and the step runs again there (`_decide_end`). Offlin
 decoding applies the same rule with the segment already complete, so streaming still
 equals offline.
 
+A segment of continuous speech holds several sentences: the attention proposes the end in
+every pause between them, and holding each such step until the segment ends stopped the
+partials at the first sentence for the rest of the segment (12 s on average, up to 30 s).
+So a held step is also settled before the segment ends, as soon as CTC hears speech after
+every pending row's window (a frame where blank has less than 1/2): speech follows, so none
+of those ends stands, and the windows jump to it, placed from the frames up to
+`NEXT_SPEECH_CONTEXT` frames past the latest such frame. Until CTC hears speech there, the
+step waits for the segment end as before. Both rules read the frames alone, and offline
+decoding applies them the same way, so streaming still equals offline.
+
 The first window starts where speech does. A segment opens on silence of any length (the
 VAD's pre-roll, a caller's lead-in), and a first window [-B, W - B) that holds no speech
 makes the decoder guess its first token from silence ("i open the door"). So the first
@@ -63,6 +73,9 @@ DEFAULT_BEAM_THRESHOLD = 3.0
 # The first window's centre goes this many encoder frames (40 ms) before CTC's first non-blank frame:
 # CTC fires inside or after the sound it names, so the word's onset falls at or after the centre.
 FIRST_WINDOW_LEAD = 4
+# A held end rejected because speech follows: frames read past the first speech frame to place the
+# next window (CTC's first-emission estimate of the next token needs a little context after it).
+NEXT_SPEECH_CONTEXT = 4
 _HALF = float(np.log(0.5))
 
 
@@ -171,12 +184,8 @@ class WindowedDecoder:
 
     def next_step(self, store: FrameStore, ended: bool) -> StepRequest | None:
         """The next decoder call if the rule of DESIGN §3 allows one now, else None."""
-        if self._held is not None:
-            if not ended:
-                return None  # an end decision needs the whole segment
-            request, outputs, candidates = self._held
-            self._held = None
-            self._decide_end(candidates, request, outputs, store.ctc_logp())
+        if self._held is not None and not self._settle_held(store.ctc_logp(), ended):
+            return None  # an end decision needs more frames
         if not self.active:
             return None
         back, w = self.info.window_back, self.info.window_size
@@ -264,16 +273,43 @@ class WindowedDecoder:
         candidates = [_Candidate(s, r, t, p) for s, r, t, p in
                       zip(totals[order].tolist(), rows.tolist(), tops.ravel()[order].tolist(), pending.ravel()[order].tolist())]
         if held:
-            if not request.ended:
-                self._held = (request, outputs, candidates)
-                return
-            self._decide_end(candidates, request, outputs, request.ctc_logp)
+            self._held = (request, outputs, candidates)
+            if request.ended:
+                self._settle_held(request.ctc_logp, ended=True)
             return
         self._select(candidates, request, outputs)
 
+    def _settle_held(self, ctc_logp: np.ndarray, ended: bool) -> bool:
+        """Decide the held step if the frames so far, ctc_logp (T', V), allow it; False: hold on.
+
+        Early, once CTC has heard speech after every pending row's window and NEXT_SPEECH_CONTEXT
+        frames past the latest of those first speech frames exist; else exactly, once the segment
+        has ended. Which rule applies depends on the frames alone (offline decoding, with all of
+        them, takes the same branch as streaming).
+        """
+        request, outputs, candidates = self._held
+        heard = 0  # frames the early decision reads
+        for row in sorted({c.row for c in candidates if c.end_pending}):
+            speech = np.flatnonzero(ctc_logp[request.bounds[row]:, self.blank] <= _HALF)
+            if not len(speech):
+                heard = None
+                break
+            heard = max(heard, request.bounds[row] + int(speech[0]) + 1 + NEXT_SPEECH_CONTEXT)
+        if heard is not None and len(ctc_logp) >= heard:
+            self._held = None
+            self._decide_end(candidates, request, outputs, ctc_logp, heard)
+            return True
+        if not ended:
+            return False
+        self._held = None
+        self._decide_end(candidates, request, outputs, ctc_logp)
+        return True
+
     def _decide_end(self, candidates: list[_Candidate], request: StepRequest, outputs: dict[str, np.ndarray],
-                    ctc_logp: np.ndarray) -> None:
-        """Settle a step whose end needs the whole segment (T', V) CTC log-probs.
+                    ctc_logp: np.ndarray, heard: int | None = None) -> None:
+        """Settle a step whose end needs more than the window, with (T', V) CTC log-probs: the whole
+        segment's (heard None: ends are rescored by CTC), or frames [0, heard) in which speech follows
+        every pending end (none of those ends stands; later frames, when ctc_logp has them, are not read).
 
         If CTC rejects the end (speech follows), the attention's window is over a pause and
         its content candidates are guesses from silence. So the hypothesis's window jumps
@@ -281,12 +317,15 @@ class WindowedDecoder:
         jump moves a window centre strictly forward, so this terminates; with nowhere to
         jump, the rescored candidates are kept.
         """
-        rescored = self._exact_ends(candidates, request, outputs, ctc_logp)
+        if heard is None:
+            rescored = self._exact_ends(candidates, request, outputs, ctc_logp)
+        else:
+            rescored = [c for c in candidates if not c.end_pending]
         kept_ends = {c.row for c in rescored[:self.options.beam_size] if c.token == self.eos}
         jumped = False
         for row in sorted({c.row for c in candidates if c.end_pending} - kept_ends):
             hyp = self.active[row]
-            frame = self._ctc.next_token_frame(row, ctc_logp, self.blank) - self.info.window_back // 2
+            frame = self._ctc.next_token_frame(row, ctc_logp[:heard], self.blank) - self.info.window_back // 2
             if frame > hyp.centre:
                 hyp.recentre(frame, self.info.window_back, self.info.window_size)
                 jumped = True
