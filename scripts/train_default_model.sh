@@ -12,8 +12,10 @@ cd "$(dirname "$0")/.."
 T="python -m model_export.train --train data/corpus/train.jsonl --dev data/corpus/dev.jsonl --tokens bpe256 --threads ${THREADS:-2}"
 
 # evaluate_dev_sets MODEL_DIR CHECKPOINT INT8_DIR OUT: both dev sets (prose, conversational), each as recorded
-# (with the PyTorch full-attention reference and the int8 graphs) and with every utterance's lead silence cut
-# at its speech onset; writes OUT/{dev,talk}_eval.json and OUT/{dev,talk}_cut_eval.json.
+# (with the PyTorch full-attention reference and the int8 graphs), with every utterance's lead silence cut
+# at its speech onset, and (since session 22) as continuous speech, four utterances per segment with 0.3 s
+# of silence after each; writes OUT/{dev,talk}_eval.json, OUT/{dev,talk}_cut_eval.json and
+# OUT/{dev,talk}_join_eval.json.
 evaluate_dev_sets() {
   local model_dir=$1 checkpoint=$2 int8=$3 out=$4 set
   for set in dev:data/corpus/dev.jsonl talk:data/corpus_talk/dev.jsonl; do
@@ -21,6 +23,8 @@ evaluate_dev_sets() {
         --checkpoint "$checkpoint" --int8-dir "$int8" --json-out "$out/${set%%:*}_eval.json"
     python -m model_export.evaluate --manifest "${set#*:}" --model-dir "$model_dir" --int8-dir "$int8" \
         --cut-lead --json-out "$out/${set%%:*}_cut_eval.json"
+    python -m model_export.evaluate --manifest "${set#*:}" --model-dir "$model_dir" \
+        --join 4 --join-gap-s 0.3 --json-out "$out/${set%%:*}_join_eval.json"
   done
 }
 # ship RUN VERSION CARD_ARGS...: RUN/final.pt becomes the bundled model (service/models/default; 7-bit int8
@@ -45,6 +49,8 @@ evaluate_and_card() {
       --eval-also "conversational dev set (dev voices, held-out conversational sentences)=$out/talk_eval.json" \
       --eval-also "prose dev set, lead silence cut at the speech onset (--cut-lead)=$out/dev_cut_eval.json" \
       --eval-also "conversational dev set, lead silence cut at the speech onset (--cut-lead)=$out/talk_cut_eval.json" \
+      --eval-also "conversational dev set as continuous speech (--join 4)=$out/talk_join_eval.json" \
+      --eval-also "prose dev set as continuous speech (--join 4)=$out/dev_join_eval.json" \
       --notes model_export/MODEL_NOTES.md --out service/models/default/MODEL_CARD.md
 }
 
@@ -255,6 +261,19 @@ if [ "${PHASE_N_LEG:-0}" = 1 ]; then
       --beams 8 --lm-weights 0,0.1
   python -m bench.decoder_rtf --model-dir runs/n/v1.10.0 --limit 600 --beams 8 --lm-weights 0,0.1
 fi
+
+# Phase O (session 22): continuous speech, v1.11.0 shipped (v1.10.0 was Phase N's unshipped leg). Pauses shorter
+# than the endpointer's end silence (800 ms) keep several sentences in one VAD segment, and v1.9.0, trained on single
+# utterances from a zero state, lost its way after the first (conversational dev set, four utterances per segment:
+# 49.6 % WER against 22.9 % one per segment). Phase M's leg from v1.9.0 with a third of the training examples made
+# of 2-3 utterances back to back (--join-share 0.3), seed 6, on 2 threads; started as 6,000 steps and shortened to
+# 5,000 (--window-from 4300, --eval-every 2500) at step 400 to fit the session (69 min of wall time in all, with the trainer's dev evaluations).
+mkdir -p runs/o && cp -n model_export/checkpoints/bpe256.* runs/o/
+python -m model_export.train --train data/train_talk.jsonl --dev data/corpus/dev.jsonl --tokens bpe256 \
+    --threads 2 --workers 1 --out runs/o --enc-skip --enc-hidden 448 --init-from runs/m2/final.pt \
+    --lr 3e-4 --warmup 200 --guided-weight 0 --ctc-high-until 0 --sorted-epochs 0 --steps 5000 --window-from 4300 \
+    --eval-every 2500 --trim-lead 0.3 --seed 6 --join-share 0.3
+ship runs/o 1.11.0 $CORPORA --run runs/o $LINEAGE --lineage runs/m --lineage runs/m2
 
 # Phase I (session 16), NOT SHIPPED (run only with PHASE_I=1): v1.5.0 grown 448 -> 512 units, the first
 # epoch shuffled (--sorted-epochs 0), 6,000 steps, 74 min on 2 cores. Dev WER 62.25 -> 61.78 % at
