@@ -27,6 +27,7 @@ from torch import nn
 
 from model_export import text as text_sources
 from model_export.bpe import BpeEncoder
+from model_export.data import join_utterances
 from model_export.train import checkpoints, resume, save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -151,6 +152,9 @@ def train(args: argparse.Namespace) -> Path:
     lm = TokenLM(len(bpe.vocab), args.embed, args.hidden)
     opt = torch.optim.Adam(lm.parameters(), lr=args.lr)
     step, epoch, pos, _ = resume(args.out, lm, opt, prefix="lm")
+    if not step and args.init_from:  # warm start: weights only, a fresh optimizer and schedule
+        lm.load_state_dict(torch.load(args.init_from, map_location="cpu", weights_only=False)["model"])
+        log.info("warm start from %s", args.init_from)
     n_tokens = sum(len(s) + 1 for s in seqs)
     log.info("LM: %d parameters; %d sentences, %d tokens; %d held-out sentences",
              sum(p.numel() for p in lm.parameters()), len(seqs), n_tokens, len(dev))
@@ -158,11 +162,18 @@ def train(args: argparse.Namespace) -> Path:
                "vocab": bpe.vocab, "embed": args.embed, "hidden": args.hidden}
     t0 = time.time()
     while step < args.steps:
-        plan = batches(seqs, args.batch_tokens, random.Random(args.seed * 1000 + epoch))
+        rng = random.Random(args.seed * 1000 + epoch)
+        # continuous speech gives the decoder several sentences without an end between them: with
+        # --join-share some examples are 2-3 sentences back to back (without it, exactly the old batches)
+        epoch_seqs = seqs if not args.join_share else [
+            [t for i in group for t in seqs[i]]
+            for group in join_utterances(list(range(len(seqs))), [len(q) for q in seqs], args.join_share,
+                                         args.join_max_tokens, rng)]
+        plan = batches(epoch_seqs, args.batch_tokens, rng)
         while pos < len(plan) and step < args.steps:
             for g in opt.param_groups:  # linear warm-up, then cosine to 5 % of the peak
                 g["lr"] = args.lr * min(1.0, (step + 1) / args.warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
-            x, y = collate(seqs, plan[pos])
+            x, y = collate(epoch_seqs, plan[pos])
             loss = nn.functional.nll_loss(lm(x).transpose(1, 2), y, ignore_index=PAD_ID)
             opt.zero_grad()
             loss.backward()
@@ -232,6 +243,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--embed", type=int, default=128)
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--ckpt-every", type=int, default=500)
+    p.add_argument("--init-from", type=Path, help="warm start: an LM checkpoint (final.pt) of the same shape")
+    p.add_argument("--join-share", type=float, default=0.0,
+                   help="share of examples made of 2-3 sentences back to back, as continuous speech decodes")
+    p.add_argument("--join-max-tokens", type=int, default=150, help="longest joined example, pieces")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--export", type=Path, help="export OUT/final.pt to this lm.onnx instead of training")

@@ -89,6 +89,32 @@ def test_training_learns_the_text_and_resumes(tmp_path, caplog):
     assert LmGraph(create_session(onnx_path), tuple(summary["vocab"])).info.version == "0.0.2"
 
 
+def test_a_warm_started_lm_trains_on_sentences_back_to_back(tmp_path, monkeypatch, caplog):
+    """--init-from starts from a trained LM's weights; --join-share makes examples of 2-3 sentences
+    back to back (the decoder gives the LM a segment's sentences without an end between them)."""
+    lines = [f"turn {w} the {o}" for w in ("on", "off") for o in ("lamp", "fan", "light", "heater", "radio")]
+    text = tmp_path / "domain.txt"
+    text.write_text("\n".join(lines) + "\n")
+    base = ["--text", str(text), "--no-builtin-text", "--batch-tokens", "200", "--embed", "16", "--hidden", "24",
+            "--warmup", "2"]
+    first = lm_train.train(lm_train.parse_args(base + ["--out", str(tmp_path / "a"), "--steps", "5"]))
+    bpe = lm_train.BpeEncoder(lm_train.DEFAULT_BPE)
+    longest = max(len(bpe.encode(t)) for t in lines)
+    seen: list[int] = []
+    real_collate = lm_train.collate
+
+    def spy(seqs, idx):
+        seen.extend(len(seqs[i]) for i in idx)
+        return real_collate(seqs, idx)
+
+    monkeypatch.setattr(lm_train, "collate", spy)
+    caplog.set_level("INFO", logger=lm_train.log.name)
+    lm_train.train(lm_train.parse_args(base + ["--out", str(tmp_path / "b"), "--steps", "3", "--init-from", str(first),
+                                               "--join-share", "1.0", "--join-max-tokens", str(3 * longest)]))
+    assert any("warm start from" in r.getMessage() for r in caplog.records)
+    assert max(seen) > longest, (seen, longest)
+
+
 def _offline(rec: Recognizer, audio: np.ndarray, options: DecodeOptions):
     store = encode_offline(rec.encoder, audio, rec.chunk_frames)
     return decode_offline(rec.decoder, rec.info, store, options, rec.lm)
