@@ -39,7 +39,7 @@ GAP_S = 0.3  # silence between utterances joined into one segment
 
 
 def main(argv: list[str] | None = None) -> int:
-    from model_export.data import load_audio, read_manifest  # soundfile: a [train] dependency
+    from model_export.data import join_segments, load_audio, read_manifest  # soundfile: a [train] dependency
     from service.recognizer import Recognizer
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -68,9 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     utts = read_manifest(args.manifest)[: args.limit]
     audios = [load_audio(u.path) for u in utts]
     refs = [" ".join(u.text for u in utts[i:i + args.group]) for i in range(0, len(utts), args.group)]
-    gap = np.zeros(int(GAP_S * 16000), np.float32)
-    segments = [np.concatenate([x for a in audios[i:i + args.group] for x in (a, gap)])
-                for i in range(0, len(audios), args.group)]
+    segments = join_segments(audios, args.group, GAP_S)
     stores = [encode_offline(rec.encoder, s, rec.chunk_frames) for s in segments]
     audio_s = sum(s.length for s in stores) * rec.info.frame_shift_s
     print(machine_report())

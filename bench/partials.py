@@ -41,16 +41,14 @@ async def run_segment(recognizer, audio: np.ndarray) -> tuple[int, int, float]:
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    from model_export.data import load_audio, read_manifest  # soundfile: a [train] dependency
+    from model_export.data import join_segments, load_audio, read_manifest  # soundfile: a [train] dependency
     from service.recognizer import Recognizer
 
     recognizer = Recognizer(require_model(args.model_dir), inference_threads=1)
     utts = read_manifest(args.manifest)[: args.limit]
-    gap = np.zeros(int(round(args.gap_s * RATE)), np.float32)
     shown = total = 0
     stalls, lengths = [], []
-    for i in range(0, len(utts), args.join):
-        audio = np.concatenate([x for u in utts[i:i + args.join] for x in (load_audio(u.path), gap)])
+    for audio in join_segments([load_audio(u.path) for u in utts], args.join, args.gap_s, RATE):
         n_shown, n_final, changed_s = await run_segment(recognizer, audio)
         shown, total = shown + n_shown, total + n_final
         lengths.append(len(audio) / RATE)

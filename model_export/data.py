@@ -89,6 +89,14 @@ def cut_lead_silence(audio: np.ndarray) -> np.ndarray:
     return audio[(onset + 1) * hop if onset else 0:]
 
 
+def join_segments(audios: list[np.ndarray], n: int, gap_s: float, sample_rate: int = 16000) -> list[np.ndarray]:
+    """Continuous speech for evaluation: each n consecutive (N,) clips back to back, `gap_s` of silence
+    after each, one segment per group (what the VAD hands over when pauses are shorter than its end
+    silence)."""
+    gap = np.zeros(int(round(gap_s * sample_rate)), np.float32)
+    return [np.concatenate([x for a in audios[i:i + n] for x in (a, gap)]) for i in range(0, len(audios), n)]
+
+
 def _featurize(path: str) -> np.ndarray:
     return compute_features(load_audio(path)).astype(np.float16)
 

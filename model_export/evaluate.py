@@ -29,7 +29,7 @@ from pathlib import Path
 import jiwer
 import numpy as np
 
-from model_export.data import cut_lead_silence, load_audio, read_manifest
+from model_export.data import cut_lead_silence, join_segments, load_audio, read_manifest
 from service.pipeline.ctc_prefix import DEFAULT_CTC_WEIGHT
 from service.pipeline.decoder import DEFAULT_BEAM_SIZE, DEFAULT_BEAM_THRESHOLD, DecodeOptions, decode_offline
 from service.pipeline.lm import DEFAULT_LM_WEIGHT
@@ -102,9 +102,7 @@ def main() -> None:
         audios = [cut_lead_silence(a) for a in audios]
     refs = [u.text for u in utts]
     if args.join > 1:
-        gap = np.zeros(int(round(args.join_gap_s * 16000)), np.float32)
-        audios = [np.concatenate([x for a in audios[i:i + args.join] for x in (a, gap)])
-                  for i in range(0, len(audios), args.join)]
+        audios = join_segments(audios, args.join, args.join_gap_s)
         refs = [" ".join(refs[i:i + args.join]) for i in range(0, len(refs), args.join)]
     hours = sum(len(a) for a in audios) / 16000 / 3600
     rec = Recognizer(args.model_dir, inference_threads=1, lm_weight=args.lm_weight)

@@ -443,3 +443,12 @@ def test_joined_examples_hold_each_utterance_once_in_order_with_their_tokens(tin
                 "--warmup", "2", "--threads", "1", "--workers", "1", "--dev-utts", "2", "--max-frames", "4000",
                 "--steps", "40", "--max-steps-this-run", "3", "--join-share", "1.0", "--join-max-frames", "4000"])
     assert seen and any(len(e) > 1 for e, _, _ in seen), seen
+
+
+def test_join_segments_puts_clips_back_to_back_with_a_gap_after_each():
+    from model_export.data import join_segments
+
+    clips = [np.full(n, float(n), np.float32) for n in (3, 5, 2, 4, 1)]
+    segments = join_segments(clips, 2, gap_s=0.125, sample_rate=16)  # 2 samples of silence
+    assert [len(s) for s in segments] == [3 + 2 + 5 + 2, 2 + 2 + 4 + 2, 1 + 2]
+    np.testing.assert_array_equal(segments[0], [3, 3, 3, 0, 0, 5, 5, 5, 5, 5, 0, 0])
