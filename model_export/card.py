@@ -165,12 +165,17 @@ def _lm_section(lm: dict | None) -> list[str]:
     if lm is None:
         return []
     tr = lm["training"]
+    steps = f"{tr.get('steps', '?')} steps"
+    if tr.get("warm_start_steps"):  # model_export.lm --init-from: the steps before count too
+        steps = f"{tr['warm_start_steps']} steps, then {tr.get('steps', '?')} more from those weights"
+    if tr.get("join_share"):
+        steps += f" with {tr['join_share']:.0%} of the examples 2-3 sentences back to back (`--join-share`)"
     return [
         "## Language model (`lm.onnx`)",
         f"- v{lm['version']}: embedding {tr.get('embed', '?')} -> one LSTM layer of {lm['hidden']} -> log-probs over "
         f"the same pieces; {lm['parameters'] / 1e6:.2f} M parameters. Trained on text alone (`python -m model_export.lm`): "
         f"{tr.get('sentences', '?')} sentences ({tr.get('tokens', '?')} pieces) of the corpus text sources, prose and "
-        f"conversational, {tr.get('steps', '?')} steps; the {tr.get('held_out_sentences', '?')} sentences of the dev sets "
+        f"conversational, {steps}; the {tr.get('held_out_sentences', '?')} sentences of the dev sets "
         f"are held out, and its perplexity on them is {tr.get('held_out_perplexity', '?')} per piece.",
         "- The service adds `STT_LM_WEIGHT` times its log-prob to every candidate token (shallow fusion; 0 turns it "
         "off). Rows below marked \"LM\" use it; the \"no LM\" row is the same decoding without it.",

@@ -152,14 +152,22 @@ def train(args: argparse.Namespace) -> Path:
     lm = TokenLM(len(bpe.vocab), args.embed, args.hidden)
     opt = torch.optim.Adam(lm.parameters(), lr=args.lr)
     step, epoch, pos, _ = resume(args.out, lm, opt, prefix="lm")
-    if not step and args.init_from:  # warm start: weights only, a fresh optimizer and schedule
-        lm.load_state_dict(torch.load(args.init_from, map_location="cpu", weights_only=False)["model"])
-        log.info("warm start from %s", args.init_from)
+    warm_steps = None  # steps the --init-from LM had been trained for (its own summary), for the model card
+    if args.init_from:  # warm start: weights only, a fresh optimizer and schedule
+        parent = torch.load(args.init_from, map_location="cpu", weights_only=False)
+        warm_steps = parent.get("summary", {}).get("steps")
+        if not step:
+            lm.load_state_dict(parent["model"])
+            log.info("warm start from %s", args.init_from)
     n_tokens = sum(len(s) + 1 for s in seqs)
     log.info("LM: %d parameters; %d sentences, %d tokens; %d held-out sentences",
              sum(p.numel() for p in lm.parameters()), len(seqs), n_tokens, len(dev))
     summary = {"sentences": len(seqs), "tokens": n_tokens, "held_out_sentences": len(dev),
                "vocab": bpe.vocab, "embed": args.embed, "hidden": args.hidden}
+    if warm_steps is not None:
+        summary["warm_start_steps"] = warm_steps
+    if args.join_share:
+        summary["join_share"] = args.join_share
     t0 = time.time()
     while step < args.steps:
         rng = random.Random(args.seed * 1000 + epoch)

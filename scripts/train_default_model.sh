@@ -275,24 +275,16 @@ python -m model_export.train --train data/train_talk.jsonl --dev data/corpus/dev
     --eval-every 2500 --trim-lead 0.3 --seed 6 --join-share 0.3
 ship runs/o 1.11.0 $CORPORA --run runs/o $LINEAGE --lineage runs/m --lineage runs/m2
 
-# Phase O's LM leg (session 22), NOT SHIPPED (run only with PHASE_O_LM=1): LM v1.1.0 + 2,500 steps with a third
-# of the examples 2-3 sentences back to back, as the decoder feeds a segment of continuous speech (6.5 min on 2
-# threads; held-out perplexity per single sentence 8.14, v1.1.0 8.06). With v1.11.0 at weight 0.1, decoder alone:
-# conversational 24.94 -> 24.55 %, four per segment 31.72 -> 30.26 %; prose 55.18 -> 55.06 %, four per segment
-# 58.83 -> 59.03 % (MODEL_NOTES.md, session 22). Measured at the session's end, not yet evaluated for the card.
-if [ "${PHASE_O_LM:-0}" = 1 ]; then
-  python -m model_export.lm --out runs/lm4 --exclude-text data/corpus/dev.jsonl \
-      --exclude-text data/corpus_talk/dev.jsonl --steps 2500 --threads 2 --init-from runs/lm3/final.pt \
-      --join-share 0.3 --lr 1e-3 --warmup 100
-  mkdir -p runs/o/lm4dir && cp service/models/default/{encoder,decoder}.onnx runs/o/lm4dir/
-  python -m model_export.lm --out runs/lm4 --export runs/o/lm4dir/lm.onnx --version 1.2.0-rc
-  for SET in data/corpus_talk/dev.jsonl:300 data/corpus/dev.jsonl:600; do
-    for G in 1 4; do
-      python -m bench.decoder_rtf --model-dir runs/o/lm4dir --manifest "${SET%%:*}" --limit "${SET#*:}" --group "$G" \
-          --beams 8 --lm-weights 0,0.1
-    done
-  done
-fi
+# Phase O's LM leg (session 22, shipped in session 23 as LM v1.2.0): LM v1.1.0 + 2,500 steps with a third of the
+# examples 2-3 sentences back to back, as the decoder feeds a segment of continuous speech (6.5 min on 2 threads;
+# held-out perplexity per single sentence 8.14, v1.1.0 8.06). With v1.11.0 at weight 0.1 (python -m
+# model_export.evaluate, the card), LM v1.1.0 -> v1.2.0: conversational 24.55 -> 24.51 %, four per segment 31.72 ->
+# 30.26 %; prose 55.00 -> 54.92 %, four per segment 58.83 -> 59.03 % (MODEL_NOTES.md, sessions 22 and 23).
+python -m model_export.lm --out runs/lm4 --exclude-text data/corpus/dev.jsonl \
+    --exclude-text data/corpus_talk/dev.jsonl --steps 2500 --threads 2 --init-from runs/lm3/final.pt \
+    --join-share 0.3 --lr 1e-3 --warmup 100
+python -m model_export.lm --out runs/lm4 --export service/models/default/lm.onnx --version 1.2.0
+evaluate_and_card runs/o runs/o12 $CORPORA --run runs/o $LINEAGE --lineage runs/m --lineage runs/m2  # v1.11.0, LM v1.2.0
 
 # Phase I (session 16), NOT SHIPPED (run only with PHASE_I=1): v1.5.0 grown 448 -> 512 units, the first
 # epoch shuffled (--sorted-epochs 0), 6,000 steps, 74 min on 2 cores. Dev WER 62.25 -> 61.78 % at

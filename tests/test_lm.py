@@ -113,6 +113,13 @@ def test_a_warm_started_lm_trains_on_sentences_back_to_back(tmp_path, monkeypatc
                                                "--join-share", "1.0", "--join-max-tokens", str(3 * longest)]))
     assert any("warm start from" in r.getMessage() for r in caplog.records)
     assert max(seen) > longest, (seen, longest)
+    summary = torch.load(tmp_path / "b" / "final.pt", weights_only=False)["summary"]
+    assert summary["warm_start_steps"] == 5 and summary["join_share"] == 1.0 and summary["steps"] == 3
+    from model_export import card  # the card tells both legs apart
+
+    path = lm_train.export_checkpoint(tmp_path / "b" / "final.pt", tmp_path / "lm.onnx", "0.0.3")
+    assert "5 steps, then 3 more from those weights with 100% of the examples" in "\n".join(
+        card._lm_section(card.lm_summary(path)))
 
 
 def _offline(rec: Recognizer, audio: np.ndarray, options: DecodeOptions):

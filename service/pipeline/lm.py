@@ -21,7 +21,8 @@ LM_FILE = "lm.onnx"
 # Service default when a model folder has an lm.onnx. With v1.9.0 and the bundled LM v1.0.0 at beam 8, weights
 # 0 / 0.1 / 0.15 / 0.2 gave dev WER 26.5 / 22.9 / 23.6 / 23.5 % conversational and 56.7 / 54.5 / 54.0 /
 # 54.6 % prose, prose CER rising from 0.1 on; LM v1.1.0 at 0.1 / 0.15 / 0.2: 23.2 / 23.4 / 23.7 % and
-# 53.7 / 53.6 / 53.3 %, prose CER 30.4 / 31.1 / 31.8 % (docs/BENCHMARKS.md, "Language model weight").
+# 53.7 / 53.6 / 53.3 %, prose CER 30.4 / 31.1 / 31.8 % (docs/BENCHMARKS.md, "Language model weight"); v1.11.0 with
+# LM v1.2.0 at 0.1 / 0.15 / 0.2: 24.6 / 24.5 / 25.2 % conversational (CER 16.1 / 16.6 / 17.3 %), prose 55.1 / 55.1 % at 0.1 / 0.15.
 DEFAULT_LM_WEIGHT = 0.1
 # A decoder-step request with the LM also carries the LM's state for the same rows under these names (its
 # token is the decoder's): one call runs both steps (service/pipeline/decoder.py, run_step).
