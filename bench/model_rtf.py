@@ -25,9 +25,11 @@ RTF is printed beside it.
   (``beam 1, ctc 0``: the graphs alone), to show what the LM, the beam and the CTC prefix
   scores cost.
 
-int8 graphs come from model_export.export.quantize (onnxruntime.quantization, 7-bit
-weights as `export --int8-reduce-range` makes them) in a temporary folder, beside a copy of
-the fp32 lm.onnx; skipped with a note when that is not importable.
+int8 rows serve the model folder's int8/ graphs as STT_PRECISION=int8 does (never stacked across
+streams: see service/recognizer.py); a folder without them gets int8 graphs from
+model_export.export.quantize (onnxruntime.quantization, 7-bit weights as `export
+--int8-reduce-range` makes them) in a temporary folder, beside a copy of the fp32 lm.onnx;
+skipped with a note when that is not importable.
 """
 from __future__ import annotations
 
@@ -45,6 +47,7 @@ from bench.common import RATE, default_model_dir, machine_report, require_model,
 from service.pipeline.ctc_prefix import DEFAULT_CTC_WEIGHT
 from service.pipeline.decoder import DEFAULT_BEAM_SIZE, DecodeOptions
 from service.pipeline.lm import DEFAULT_LM_WEIGHT, LM_FILE
+from service.recognizer import INT8_SUBDIR
 
 PIECE = RATE // 10  # 100 ms
 
@@ -57,7 +60,8 @@ async def recognize(recognizer, samples: np.ndarray) -> None:
 
 
 async def run(model_dir: Path, streams: list[np.ndarray], batched: bool, wait_ms: float,
-              ctc_weight: float, beam: int, lm_weight: float, repeats: int = 1) -> tuple[float, float]:
+              ctc_weight: float, beam: int, lm_weight: float, repeats: int = 1,
+              precision: str = "fp32") -> tuple[float, float]:
     """(CPU seconds, wall seconds) for all ``streams`` on one inference thread, the least of
     ``repeats`` passes (this VM's speed drifts by 20 % and more between minutes).
 
@@ -68,7 +72,7 @@ async def run(model_dir: Path, streams: list[np.ndarray], batched: bool, wait_ms
     from service.recognizer import Recognizer
 
     recognizer = Recognizer.load(model_dir, inference_threads=1, batch_max_size=64, batch_max_wait_ms=wait_ms,
-                                 ctc_weight=ctc_weight, beam_size=beam, lm_weight=lm_weight)
+                                 ctc_weight=ctc_weight, beam_size=beam, lm_weight=lm_weight, precision=precision)
     try:
         await recognize(recognizer, streams[0][: RATE * 2])  # warm-up: first-call allocations
         if batched:
@@ -87,7 +91,10 @@ async def run(model_dir: Path, streams: list[np.ndarray], batched: bool, wait_ms
         await recognizer.close()
 
 
-def int8_dir(model_dir: Path, tmp: Path) -> Path | None:
+def int8_dir(model_dir: Path, tmp: Path) -> tuple[Path, str] | None:
+    """(folder, precision) that serve the int8 graphs, or None when none can be made."""
+    if all((model_dir / INT8_SUBDIR / name).is_file() for name in ("encoder.onnx", "decoder.onnx")):
+        return model_dir, "int8"
     try:
         from model_export.export import quantize
     except ImportError as err:
@@ -97,7 +104,7 @@ def int8_dir(model_dir: Path, tmp: Path) -> Path | None:
     quantize(model_dir, out, reduce_range=True)
     if (model_dir / LM_FILE).is_file():  # the LM stays fp32, as the service would pair them
         shutil.copy(model_dir / LM_FILE, out / LM_FILE)
-    return out
+    return out, "fp32"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,22 +134,24 @@ def main(argv: list[str] | None = None) -> int:
     walls: dict[tuple[str, str], float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         lm = args.lm_weight if (model_dir / LM_FILE).is_file() else 0.0
-        variants = {"fp32": (model_dir, args.ctc_weight, args.beam, lm)}
+        fp32 = (model_dir, "fp32")
+        variants = {"fp32": (fp32, args.ctc_weight, args.beam, lm)}
         if lm:
-            variants["fp32, no LM"] = (model_dir, args.ctc_weight, args.beam, 0.0)
+            variants["fp32, no LM"] = (fp32, args.ctc_weight, args.beam, 0.0)
         for beam in [int(b) for b in args.also_beams.split(",") if b]:
-            variants[f"fp32, beam {beam}"] = (model_dir, args.ctc_weight, beam, lm)
-        variants.update({"fp32, beam 1": (model_dir, args.ctc_weight, 1, lm),
-                         "fp32, beam 1, ctc 0": (model_dir, 0.0, 1, 0.0)})
+            variants[f"fp32, beam {beam}"] = (fp32, args.ctc_weight, beam, lm)
+        variants.update({"fp32, beam 1": (fp32, args.ctc_weight, 1, lm),
+                         "fp32, beam 1, ctc 0": (fp32, 0.0, 1, 0.0)})
         q = int8_dir(model_dir, Path(tmp))
         if q is not None:
+            print(f"int8 graphs: {q[0] / INT8_SUBDIR if q[1] == 'int8' else 'quantized in a temporary folder'}")
             variants["int8"] = (q, args.ctc_weight, args.beam, lm)
             variants["int8, beam 1, ctc 0"] = (q, 0.0, 1, 0.0)
-        for name, (path, weight, beam, lm_weight) in variants.items():
+        for name, ((path, precision), weight, beam, lm_weight) in variants.items():
             for batched in (False, True):
                 mode = "batched" if batched else "unbatched"
                 cpu_s, wall_s = asyncio.run(run(path, streams, batched, args.batch_max_wait_ms, weight, beam,
-                                                 lm_weight, args.repeats))
+                                                 lm_weight, args.repeats, precision))
                 rows[(name, mode)], walls[(name, mode)] = cpu_s / audio_s, wall_s / audio_s
                 print(f"{name} {mode}: {cpu_s:.2f} CPU s, {wall_s:.2f} wall s for {audio_s:.1f} s of audio", flush=True)
     print(f"\n## model RTF, one thread ({args.streams} streams x {args.seconds:g} s, model {model_dir}, "

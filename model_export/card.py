@@ -115,7 +115,8 @@ def main() -> None:
     also = [(title, json.loads(Path(path).read_text()))
             for title, _, path in (item.partition("=") for item in args.eval_also)]
     lm = lm_summary(args.lm) if args.lm else None
-    args.out.write_text(render_card(corpus, run, evaluation, args.run, also, lm) + notes)
+    int8 = (args.out.parent / "int8" / "encoder.onnx").is_file()  # the card's folder bundles int8 twins
+    args.out.write_text(render_card(corpus, run, evaluation, args.run, also, lm, int8) + notes)
 
 
 def _joined(ev: dict) -> str:
@@ -184,7 +185,7 @@ def _lm_section(lm: dict | None) -> list[str]:
 
 
 def render_card(corpus: dict, run: dict, ev: dict, run_dir: Path, also: list[tuple[str, dict]] = (),
-                lm: dict | None = None) -> str:
+                lm: dict | None = None, int8: bool = False) -> str:
     """MODEL_CARD.md: data, voices, hours, size, training time, measured dev WER."""
     import torch
 
@@ -207,6 +208,9 @@ def render_card(corpus: dict, run: dict, ev: dict, run_dir: Path, also: list[tup
         f"({40 * cfg['window_size']} ms).",
         f"- Output units: {len(cfg['vocab'])} ids = CTC blank, <sos/eos> and {len(cfg['vocab']) - 2} sentencepiece BPE "
         "pieces learned from the training transcripts.",
+        *(["- Graphs: `encoder.onnx` and `decoder.onnx` in fp32 (served by default); `int8/` holds the same graphs with "
+           "int8 dynamic quantization (7-bit weights), served with `STT_PRECISION=int8`: the int8 rows below, about "
+           "0.6-0.7x the CPU (docs/BENCHMARKS.md, section 2). The LM stays fp32."] if int8 else []),
         "",
         "## Training data (synthetic, generated here by `python -m model_export.corpus`)",
         f"- Train: {tr['utterances']} utterances, {tr['hours']} h, {tr['voices']} voices "

@@ -28,7 +28,8 @@ evaluate_dev_sets() {
   done
 }
 # ship RUN VERSION CARD_ARGS...: RUN/final.pt becomes the bundled model (service/models/default; 7-bit int8
-# graphs beside it in RUN/int8, measured, not shipped), evaluated on both dev sets, with its card. An lm.onnx
+# graphs in RUN/int8, measured, and since session 23 bundled in service/models/default/int8 for STT_PRECISION=int8),
+# evaluated on both dev sets, with its card. An lm.onnx
 # already in service/models/default stays, is copied beside the int8 graphs, fuses in every evaluation at the
 # service's default weight, and is described in the card.
 ship() {
@@ -36,6 +37,7 @@ ship() {
   python -m model_export.export --checkpoint "$run/final.pt" --out service/models/default --version "$version" \
       --manifest data/train_talk.jsonl --int8-out "$run/int8" --int8-reduce-range \
       --meta "$(python -m model_export.card --summary-json "$@")"
+  mkdir -p service/models/default/int8 && cp "$run"/int8/{encoder,decoder}.onnx service/models/default/int8/
   evaluate_and_card "$run" "$run" "$@"
 }
 # evaluate_and_card RUN OUT CARD_ARGS...: the bundled graphs (RUN/final.pt their checkpoint, RUN/int8 their int8

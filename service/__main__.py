@@ -38,6 +38,7 @@ def load_recognizer(settings: Settings):
         )
     return Recognizer.load(
         settings.model_dir,
+        precision=settings.precision,
         inference_threads=settings.inference_threads,
         batch_max_size=settings.batch_max_size,
         batch_max_wait_ms=settings.batch_max_wait_ms,

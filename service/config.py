@@ -44,6 +44,9 @@ class Settings(BaseSettings):
 
     # Model and inference.
     model_dir: pathlib.Path = Field(BUNDLED_MODEL_DIR, description="folder with encoder.onnx, decoder.onnx and tokenizer")
+    precision: Literal["fp32", "int8"] = Field(
+        "fp32", description="graphs to serve: fp32, or int8 (the model folder's int8/ twins: about 0.65x the CPU "
+                            "for 0.3-1 point more WER on the bundled model; see its MODEL_CARD.md)")
     inference_threads: int = Field(2, ge=1, le=256, description="ONNX Runtime worker threads")
     batch_max_size: int = Field(64, ge=1, le=4096, description="most streams stacked into one ONNX call")
     # 0: natural batching only (requests that queued while the inference threads were busy);
@@ -75,7 +78,7 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
     log_format: Literal["json", "text"] = Field("json", description="one JSON object per line, or plain text")
 
-    @field_validator("log_level", "log_format", mode="before")
+    @field_validator("log_level", "log_format", "precision", mode="before")
     @classmethod
     def _normalise_case(cls, value: object, info) -> object:
         if isinstance(value, str):

@@ -26,6 +26,10 @@ from service.pipeline.tokenizer import Tokenizer
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "models" / "default"
+PRECISIONS = ("fp32", "int8")
+# A model folder's int8 twins of encoder.onnx and decoder.onnx (model_export.export --int8-out); the LM
+# (lm.onnx) stays fp32 in the folder itself.
+INT8_SUBDIR = "int8"
 DECODER_BATCH_AXES = {k: 0 for k in ("token", "h", "c", "att_prev", "enc", "keys", "mask",
                                      "logp", "new_h", "new_c", "att",
                                      LM_H_IN, LM_C_IN, "lm_logp", "lm_h", "lm_c")}
@@ -35,14 +39,18 @@ class Recognizer:
     def __init__(self, model_dir: Path = DEFAULT_MODEL_DIR, *, inference_threads: int = 2,
                  batch_max_size: int = 64, batch_max_wait_ms: float = 0.0, chunk_frames: int = 16,
                  ctc_weight: float = DEFAULT_CTC_WEIGHT, beam_size: int = DEFAULT_BEAM_SIZE,
-                 beam_threshold: float = DEFAULT_BEAM_THRESHOLD, lm_weight: float = DEFAULT_LM_WEIGHT) -> None:
+                 beam_threshold: float = DEFAULT_BEAM_THRESHOLD, lm_weight: float = DEFAULT_LM_WEIGHT,
+                 precision: str = "fp32") -> None:
         model_dir = Path(model_dir)
-        enc_session = create_session(model_dir / "encoder.onnx")
-        dec_session = create_session(model_dir / "decoder.onnx")
+        graphs = graph_dir(model_dir, precision)
+        enc_session = create_session(graphs / "encoder.onnx")
+        dec_session = create_session(graphs / "decoder.onnx")
         self.info = ModelInfo.from_session(enc_session)
-        if ModelInfo.from_session(dec_session).version != self.info.version:
-            raise ModelFileError(f"encoder and decoder in {model_dir} come from different model versions")
+        dec_info = ModelInfo.from_session(dec_session)
+        if dec_info.version != self.info.version:
+            raise ModelFileError(f"encoder and decoder in {graphs} come from different model versions")
         self.model_dir = model_dir
+        self.precision = precision
         self.chunk_frames = chunk_frames  # feature frames per encoder call (10 ms each)
         self.ctc_weight = ctc_weight  # joint CTC/attention decoding weight for requests that leave it unset
         self.beam_size = beam_size  # beam width for requests that leave it unset
@@ -57,12 +65,15 @@ class Recognizer:
         self._executor = ThreadPoolExecutor(inference_threads, thread_name_prefix="onnx")
         wait_s = batch_max_wait_ms / 1000
         self.encoder_batcher = MicroBatcher("encoder", self.encoder.run, self.encoder.batch_axes(), self._executor,
-                                            inference_threads, batch_max_size, wait_s, metrics.ENCODER_BATCH_SIZE)
+                                            inference_threads, batch_max_size, wait_s, metrics.ENCODER_BATCH_SIZE,
+                                            stack_requests=not quantized_per_call(self.info))
         # one call per step runs the decoder graph and, when the LM fuses, the LM step for the same rows
         self.decoder_batcher = MicroBatcher("decoder", functools.partial(run_step, self.decoder, self.lm),
                                             DECODER_BATCH_AXES, self._executor, inference_threads, batch_max_size,
-                                            wait_s, metrics.DECODER_BATCH_SIZE)
+                                            wait_s, metrics.DECODER_BATCH_SIZE,
+                                            stack_requests=not quantized_per_call(dec_info))
         log.info("model loaded", extra={"model_dir": str(model_dir), "version": self.info.version,
+                                        "precision": precision, "graphs": str(graphs),
                                         "window": [self.info.window_back, self.info.window_size],
                                         "lm": self.lm.info.version if self.lm is not None else None})
 
@@ -90,3 +101,25 @@ class Recognizer:
         if options.lm_weight is None:
             options = dataclasses.replace(options, lm_weight=self.lm_weight)
         return SegmentRecognizer(self, offset_s, options)
+
+
+def graph_dir(model_dir: Path, precision: str) -> Path:
+    """The folder of the encoder.onnx and decoder.onnx that serve `precision` ("fp32" or "int8")."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision == "fp32":
+        return model_dir
+    graphs = model_dir / INT8_SUBDIR
+    if not all((graphs / name).is_file() for name in ("encoder.onnx", "decoder.onnx")):
+        raise ModelFileError(f"precision int8 needs {graphs}/encoder.onnx and decoder.onnx, and {model_dir} has no "
+                             f"such folder: write it with `python -m model_export.export ... --int8-out {graphs} "
+                             "--int8-reduce-range`, or serve fp32")
+    return graphs
+
+
+def quantized_per_call(info: ModelInfo) -> bool:
+    """The graph quantizes its activations per call (int8 dynamic quantization, model_export.export.quantize):
+    rows stacked from several streams would share one scale, and each stream's result would depend on the
+    others' (measured on the bundled int8 graphs: 4 of 48 dev transcripts changed when batched with others)."""
+    return info.metadata.get("stt.quantization", "").startswith("int8-dynamic")
+

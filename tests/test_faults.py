@@ -254,11 +254,14 @@ def test_sigterm_with_20_streams_in_flight(tiny_model_dir, audio, tmp_path):
             process.wait()
 
 
-@pytest.mark.parametrize("fault", ["corrupt-encoder", "missing-decoder", "empty-decoder"])
+@pytest.mark.parametrize("fault", ["corrupt-encoder", "missing-decoder", "empty-decoder", "no-int8-graphs"])
 def test_bad_model_file_is_a_clear_startup_error(tiny_model_dir, tmp_path, fault):
     model = tmp_path / "model"
     shutil.copytree(tiny_model_dir, model)
-    if fault == "corrupt-encoder":
+    extra = []
+    if fault == "no-int8-graphs":  # STT_PRECISION=int8 for a folder exported without --int8-out
+        extra, expected = ["--precision", "int8"], "precision int8 needs"
+    elif fault == "corrupt-encoder":
         data = (model / "encoder.onnx").read_bytes()
         (model / "encoder.onnx").write_bytes(data[: len(data) // 2] + b"\x00garbage" * 64)
         expected = "encoder.onnx"
@@ -270,7 +273,7 @@ def test_bad_model_file_is_a_clear_startup_error(tiny_model_dir, tmp_path, fault
         expected = "decoder.onnx"
     result = subprocess.run(
         [sys.executable, "-m", "service", "--port", str(free_port()), "--metrics-port", str(free_port()),
-         "--model-dir", str(model)],
+         "--model-dir", str(model), *extra],
         cwd=ROOT, env={**os.environ, "STT_HOST": "127.0.0.1", "STT_LOG_FORMAT": "text"},
         capture_output=True, text=True, timeout=60,
     )

@@ -49,6 +49,13 @@ def test_serving_install_has_no_torch_and_serves(tmp_path, tiny_model_dir):
         capture_output=True, text=True, cwd=tmp_path,
     )
     assert probe.stdout.strip() == "True", "torch must not come with the serving install"
+    bundled = subprocess.run(  # the package carries both precisions of the default model (STT_PRECISION)
+        [str(python), "-c", "import pathlib, service; d = pathlib.Path(service.__file__).parent / 'models' / 'default'; "
+                            "print(sorted(p.relative_to(d).as_posix() for p in d.rglob('*.onnx')))"],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert bundled.stdout.strip() == str(["decoder.onnx", "encoder.onnx", "int8/decoder.onnx", "int8/encoder.onnx",
+                                          "lm.onnx"]), bundled.stdout + bundled.stderr
 
     port, metrics_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
