@@ -480,7 +480,9 @@ def test_wheel_from_docker_build_context(tmp_path: Path) -> None:
     assert "service/proto/stt/v1/stt_pb2_grpc.py" in names
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "stt-server" in entry_points and "stt-client" in entry_points
-    bundled = sorted(p.name for p in (ROOT / "service" / "models" / "default").glob("*.onnx"))
-    shipped = sorted(Path(n).name for n in names if n.startswith("service/models/default/") and n.endswith(".onnx"))
-    assert shipped == bundled
+    default = ROOT / "service" / "models" / "default"
+    bundled = sorted(p.relative_to(default).as_posix() for p in default.rglob("*.onnx"))  # int8/ too
+    shipped = sorted(n.removeprefix("service/models/default/") for n in names
+                     if n.startswith("service/models/default/") and n.endswith(".onnx"))
+    assert shipped == bundled and "int8/encoder.onnx" in shipped, shipped
     assert not any(n.startswith(("model_export/", "tests/")) for n in names)
