@@ -25,8 +25,8 @@ RTF is printed beside it.
   (``beam 1, ctc 0``: the graphs alone), to show what the LM, the beam and the CTC prefix
   scores cost.
 
-int8 rows serve the model folder's int8/ graphs as STT_PRECISION=int8 does (never stacked across
-streams: see service/recognizer.py); a folder without them gets int8 graphs from
+int8 rows serve the model folder's int8/ graphs as STT_PRECISION=int8 does; a folder without
+them gets int8 graphs from
 model_export.export.quantize (onnxruntime.quantization, 7-bit weights as `export
 --int8-reduce-range` makes them) in a temporary folder, beside a copy of the fp32 lm.onnx;
 skipped with a note when that is not importable.

@@ -28,7 +28,10 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL_DIR = Path(__file__).parent / "models" / "default"
 PRECISIONS = ("fp32", "int8")
 # A model folder's int8 twins of encoder.onnx and decoder.onnx (model_export.export --int8-out); the LM
-# (lm.onnx) stays fp32 in the folder itself.
+# (lm.onnx) stays fp32 in the folder itself. Their activations are quantized per call with one scale for the
+# whole input, so rows stacked from several streams share it: a stream's int8 result can change slightly with
+# the traffic (4 of 48 dev transcripts did). Running them one stream per call removed that but cost capacity
+# (p95 partial latency at 100 streams 1.2 s against 0.3 s stacked: MODEL_NOTES.md, session 23), so they stack.
 INT8_SUBDIR = "int8"
 DECODER_BATCH_AXES = {k: 0 for k in ("token", "h", "c", "att_prev", "enc", "keys", "mask",
                                      "logp", "new_h", "new_c", "att",
@@ -46,8 +49,7 @@ class Recognizer:
         enc_session = create_session(graphs / "encoder.onnx")
         dec_session = create_session(graphs / "decoder.onnx")
         self.info = ModelInfo.from_session(enc_session)
-        dec_info = ModelInfo.from_session(dec_session)
-        if dec_info.version != self.info.version:
+        if ModelInfo.from_session(dec_session).version != self.info.version:
             raise ModelFileError(f"encoder and decoder in {graphs} come from different model versions")
         self.model_dir = model_dir
         self.precision = precision
@@ -65,13 +67,11 @@ class Recognizer:
         self._executor = ThreadPoolExecutor(inference_threads, thread_name_prefix="onnx")
         wait_s = batch_max_wait_ms / 1000
         self.encoder_batcher = MicroBatcher("encoder", self.encoder.run, self.encoder.batch_axes(), self._executor,
-                                            inference_threads, batch_max_size, wait_s, metrics.ENCODER_BATCH_SIZE,
-                                            stack_requests=not quantized_per_call(self.info))
+                                            inference_threads, batch_max_size, wait_s, metrics.ENCODER_BATCH_SIZE)
         # one call per step runs the decoder graph and, when the LM fuses, the LM step for the same rows
         self.decoder_batcher = MicroBatcher("decoder", functools.partial(run_step, self.decoder, self.lm),
                                             DECODER_BATCH_AXES, self._executor, inference_threads, batch_max_size,
-                                            wait_s, metrics.DECODER_BATCH_SIZE,
-                                            stack_requests=not quantized_per_call(dec_info))
+                                            wait_s, metrics.DECODER_BATCH_SIZE)
         log.info("model loaded", extra={"model_dir": str(model_dir), "version": self.info.version,
                                         "precision": precision, "graphs": str(graphs),
                                         "window": [self.info.window_back, self.info.window_size],
@@ -115,11 +115,4 @@ def graph_dir(model_dir: Path, precision: str) -> Path:
                              f"such folder: write it with `python -m model_export.export ... --int8-out {graphs} "
                              "--int8-reduce-range`, or serve fp32")
     return graphs
-
-
-def quantized_per_call(info: ModelInfo) -> bool:
-    """The graph quantizes its activations per call (int8 dynamic quantization, model_export.export.quantize):
-    rows stacked from several streams would share one scale, and each stream's result would depend on the
-    others' (measured on the bundled int8 graphs: 4 of 48 dev transcripts changed when batched with others)."""
-    return info.metadata.get("stt.quantization", "").startswith("int8-dynamic")
 

@@ -54,44 +54,6 @@ def test_batched_rows_match_single_calls(tiny_model_dir):
             np.testing.assert_allclose(g[k], e[k], atol=1e-5, rtol=1e-5)
 
 
-def test_a_batcher_that_must_not_stack_streams_runs_each_request_alone_in_one_hand_off(tiny_model_dir):
-    """stack_requests=False (graphs quantized per call): every request is its own call, with exactly
-    the outputs it gets alone, and what queued together still goes to the thread pool together."""
-    sess = create_session(tiny_model_dir / "decoder.onnx")
-    info = ModelInfo.from_session(sess)
-    graph = DecoderGraph(sess)
-    rng = np.random.default_rng(1)
-    requests = [_random_step_inputs(info, rng, rows) for rows in (1, 3, 1, 2)]
-    expected = [graph.run(r) for r in requests]
-    calls, hand_offs = [], []
-
-    def run(inputs):
-        calls.append(len(inputs["token"]))
-        return graph.run(inputs)
-
-    async def main():
-        with ThreadPoolExecutor(1) as pool:
-            def submit(fn, *args):
-                hand_offs.append(len(args[0]) if args else 0)
-                return pool.submit(fn, *args)
-
-            pool_spy = type("Spy", (), {"submit": staticmethod(submit)})()
-            batcher = MicroBatcher("decoder", run, DECODER_BATCH_AXES, pool_spy, threads=1, max_wait_s=0.05,
-                                   stack_requests=False)
-            batcher.start()
-            try:
-                return await asyncio.gather(*(batcher.submit(r) for r in requests))
-            finally:
-                await batcher.close()
-
-    got = asyncio.run(main())
-    assert sorted(calls) == sorted(len(r["token"]) for r in requests)  # one call per request, never stacked
-    assert hand_offs == [len(requests)], hand_offs  # one thread-pool task for the batch that queued together
-    for g, e in zip(got, expected):
-        for k in e:
-            np.testing.assert_array_equal(g[k], e[k])
-
-
 def test_failed_call_fails_only_its_requests(tiny_model_dir):
     def run(inputs):
         raise RuntimeError("boom")

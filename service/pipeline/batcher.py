@@ -7,11 +7,6 @@ as one call in the thread pool. Under light load a request runs at once; under h
 requests pile up while the threads are busy and go out in large batches. ONNX Runtime
 never runs on the event loop.
 
-A graph whose activations are quantized per call (int8 dynamic quantization: one scale for the
-whole input tensor) must not stack different streams' rows: a stream's result would depend on
-who else is speaking. Its batcher (`stack_requests=False`) still sends everything queued in one
-thread-pool hand-off, but runs each request as its own call.
-
 The batcher is driven by loop callbacks, not a task and a queue: a request costs one list
 append, a batch one scheduled callback and one wake-up from its thread. At tens of streams
 each request's own task switches were a measurable share of the event loop.
@@ -42,9 +37,8 @@ class _Request:
 class MicroBatcher:
     def __init__(self, name: str, run: Callable[[Arrays], Arrays], batch_axes: dict[str, int],
                  executor: Executor, threads: int, max_batch: int = 64, max_wait_s: float = 0.0,
-                 batch_size_metric=None, stack_requests: bool = True) -> None:
+                 batch_size_metric=None) -> None:
         self.name = name
-        self._stack_requests = stack_requests  # False: one call per request (see the module docstring)
         self._batch_size_metric = batch_size_metric
         self._run = run
         self._axes = batch_axes
@@ -115,7 +109,7 @@ class MicroBatcher:
                 continue
             groups: dict[tuple, list[_Request]] = defaultdict(list)
             for req in batch:
-                groups[self._signature(req.inputs) if self._stack_requests else (id(req),)].append(req)
+                groups[self._signature(req.inputs)].append(req)
             try:
                 stacked = [self._stack([r.inputs for r in reqs]) for reqs in groups.values()]
             except Exception as exc:  # inputs that do not stack fail their requests, never the batcher
