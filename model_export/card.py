@@ -210,7 +210,8 @@ def render_card(corpus: dict, run: dict, ev: dict, run_dir: Path, also: list[tup
         "pieces learned from the training transcripts.",
         *(["- Graphs: `encoder.onnx` and `decoder.onnx` in fp32 (served by default); `int8/` holds the same graphs with "
            "int8 dynamic quantization (7-bit weights), served with `STT_PRECISION=int8`: the int8 rows below, about "
-           "0.6-0.7x the CPU (docs/BENCHMARKS.md, section 2). The LM stays fp32."] if int8 else []),
+           "0.6-0.7x the model CPU per stream at light load, no more streams per core at capacity (docs/BENCHMARKS.md, "
+           "sections 1 and 2). The LM stays fp32."] if int8 else []),
         "",
         "## Training data (synthetic, generated here by `python -m model_export.corpus`)",
         f"- Train: {tr['utterances']} utterances, {tr['hours']} h, {tr['voices']} voices "

@@ -31,7 +31,7 @@ PRECISIONS = ("fp32", "int8")
 # (lm.onnx) stays fp32 in the folder itself. Their activations are quantized per call with one scale for the
 # whole input, so rows stacked from several streams share it: a stream's int8 result can change slightly with
 # the traffic (4 of 48 dev transcripts did). Running them one stream per call removed that but cost capacity
-# (p95 partial latency at 100 streams 1.2 s against 0.3 s stacked: MODEL_NOTES.md, session 23), so they stack.
+# (p95 partial latency at 100 streams 1.2 s against 0.3-0.8 s stacked: MODEL_NOTES.md, session 23), so they stack.
 INT8_SUBDIR = "int8"
 DECODER_BATCH_AXES = {k: 0 for k in ("token", "h", "c", "att_prev", "enc", "keys", "mask",
                                      "logp", "new_h", "new_c", "att",
