@@ -1,6 +1,7 @@
 """STT_PRECISION=int8: the model folder's int8/ graphs serve; the LM stays fp32 beside them."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -17,8 +18,6 @@ BUNDLED = Path(__file__).resolve().parent.parent / "service" / "models" / "defau
 
 def test_int8_serves_the_int8_subfolder(tiny_model_dir, tmp_path):
     pytest.importorskip("onnxruntime.quantization")
-    import shutil
-
     from model_export.export import quantize
 
     model = tmp_path / "model"
