@@ -288,6 +288,18 @@ python -m model_export.lm --out runs/lm4 --exclude-text data/corpus/dev.jsonl \
 python -m model_export.lm --out runs/lm4 --export service/models/default/lm.onnx --version 1.2.0
 evaluate_and_card runs/o runs/o12 $CORPORA --run runs/o $LINEAGE --lineage runs/m --lineage runs/m2  # v1.11.0, LM v1.2.0
 
+# Phase P (session 23): v1.12.0 shipped. v1.11.0 + 3,000 steps with a smaller share of joined examples
+# (--join-share 0.15) at a lower peak LR (2e-4), seed 7, on 2 threads (37 min; the feature cache hard-linked from
+# runs/o/cache, the same manifest). Decoder alone against v1.11.0 (both with LM v1.2.0): conversational 24.55 ->
+# 24.38 %, four per segment 30.26 -> 30.56 %; prose 55.06 -> 54.73 %, four per segment 59.03 -> 58.68 %; CER lower
+# on all four (MODEL_NOTES.md, session 23).
+mkdir -p runs/p && cp -n model_export/checkpoints/bpe256.* runs/p/
+python -m model_export.train --train data/train_talk.jsonl --dev data/corpus/dev.jsonl --tokens bpe256 \
+    --threads 2 --workers 1 --out runs/p --enc-skip --enc-hidden 448 --init-from runs/o/final.pt \
+    --lr 2e-4 --warmup 100 --guided-weight 0 --ctc-high-until 0 --sorted-epochs 0 --steps 3000 --window-from 2500 \
+    --eval-every 3000 --trim-lead 0.3 --seed 7 --join-share 0.15
+ship runs/p 1.12.0 $CORPORA --run runs/p $LINEAGE --lineage runs/m --lineage runs/m2 --lineage runs/o
+
 # Phase I (session 16), NOT SHIPPED (run only with PHASE_I=1): v1.5.0 grown 448 -> 512 units, the first
 # epoch shuffled (--sorted-epochs 0), 6,000 steps, 74 min on 2 cores. Dev WER 62.25 -> 61.78 % at
 # beam 4 against v1.5.0 on the same dev set, for a costlier encoder: not shipped (MODEL_NOTES.md).
