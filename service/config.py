@@ -46,7 +46,8 @@ class Settings(BaseSettings):
     model_dir: pathlib.Path = Field(BUNDLED_MODEL_DIR, description="folder with encoder.onnx, decoder.onnx and tokenizer")
     precision: Literal["fp32", "int8"] = Field(
         "fp32", description="graphs to serve: fp32, or int8 (the model folder's int8/ twins: about 0.65x the model "
-                            "CPU at light load, 0.3-1 point more WER on the bundled model; see its MODEL_CARD.md)")
+                            "CPU at light load, about 1.5 points more WER on most dev sets of the bundled model; "
+                            "see its MODEL_CARD.md)")
     inference_threads: int = Field(2, ge=1, le=256, description="ONNX Runtime worker threads")
     batch_max_size: int = Field(64, ge=1, le=4096, description="most streams stacked into one ONNX call")
     # 0: natural batching only (requests that queued while the inference threads were busy);
