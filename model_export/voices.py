@@ -43,11 +43,18 @@ ACCENTED_MBROLA = ["af1", "nl2", "fr1", "fr4", "de1", "de2", "de3", "de4", "de5"
 # mostly a schwa after a vowel) and gr1 (53, scattered); the rest gave 76-490, cn1 no sound.
 EXTRA_MBROLA = ["de7", "fr2", "fr3", "fr5", "fr6", "fr7", "es1", "es2", "pt1", "mx2", "cr1", "ca1",
                 "id1", "ir1", "mx1", "ca2", "gr1"]
+# RHVoice (Debian non-free `rhvoice-english`): statistical parametric (HTS-style) voices, a fourth engine
+# and closer to a human voice than the diphone and formant ones. Five English speakers ship; its `slt` is
+# the reserved flite speaker and stays out. alan (the flite awb speaker), bdl, clb (female) and lyubov
+# (female, Russian-accented) train; evgeniy-eng (male, Russian-accented) is held out as a dev voice.
+# Weight 0: drawn only when a corpus selects them (`--voices 'rhvoice:*'`).
+RHVOICE_TRAIN = ["alan", "bdl", "clb", "lyubov"]
+RHVOICE_DEV = ["evgeniy-eng"]
 
 
 @dataclass(frozen=True)
 class Voice:
-    """One synthesizer voice. `engine` is espeak, mbrola or flite."""
+    """One synthesizer voice. `engine` is espeak, mbrola, flite or rhvoice."""
 
     engine: str
     name: str
@@ -81,20 +88,31 @@ def all_voices() -> list[Voice]:
                Voice("flite", "awb", "train", 0.08), Voice("flite", "rms", "dev", 1.0)]
     voices += [Voice("mbrola", f"mb-{name}-en", "train", 0.0) for name in ACCENTED_MBROLA]
     voices += [Voice("mbrola", f"mbx-{name}-en", "train", 0.0) for name in EXTRA_MBROLA]
+    voices += [Voice("rhvoice", name, "train", 0.0) for name in RHVOICE_TRAIN]
+    voices += [Voice("rhvoice", name, "dev", 0.0) for name in RHVOICE_DEV]
     for v in voices:
         check_not_reserved(v.name)
     return voices
 
 
+_COMMANDS = {"flite": "flite", "rhvoice": "RHVoice-test"}
+
+
 def available(voice: Voice) -> bool:
-    return shutil.which("flite" if voice.engine == "flite" else "espeak-ng") is not None
+    return shutil.which(_COMMANDS.get(voice.engine, "espeak-ng")) is not None
 
 
 def synthesize(voice: Voice, text: str, rng: random.Random) -> tuple[np.ndarray, int]:
     """Speak `text` with a random rate and pitch. Returns ((N,) float32, sample rate)."""
     check_not_reserved(voice.name)
     rate = rng.uniform(0.8, 1.3)
-    if voice.engine == "flite":
+    stdin = None
+    if voice.engine == "rhvoice":
+        # rate and pitch in percent of the voice's own (100; it clamps to 50-200); text on stdin
+        cmd = ["RHVoice-test", "-p", voice.name, "-r", f"{100 * rate:.0f}",
+               "-t", f"{rng.uniform(80, 125):.0f}", "-o", "/dev/stdout"]
+        stdin = text.encode()
+    elif voice.engine == "flite":
         cmd = ["flite", "-voice", voice.name, "--setf", f"duration_stretch={1 / rate:.3f}",
                "--setf", f"int_f0_target_mean={rng.uniform(80, 160):.0f}", "-t", text, "-o", "/dev/stdout"]
     else:
@@ -103,7 +121,7 @@ def synthesize(voice: Voice, text: str, rng: random.Random) -> tuple[np.ndarray,
                "--stdout", text]
         if voice.name.startswith("mbx-"):
             cmd[1:1] = [f"--path={espeak_data_with_extra_voices()}"]
-    proc = subprocess.run(cmd, capture_output=True, timeout=120, check=True)
+    proc = subprocess.run(cmd, input=stdin, capture_output=True, timeout=120, check=True)
     audio, sr = sf.read(io.BytesIO(proc.stdout), dtype="float32")
     if audio.ndim > 1:
         audio = audio.mean(axis=1)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the project needs: speech synthesizers for the
-# training corpus (espeak-ng, MBROLA voices from contrib/non-free, flite), audio
+# training corpus (espeak-ng, MBROLA voices and RHVoice from contrib/non-free, flite), audio
 # tools, and the monitoring tools used by the deployment checks.
 # MBROLA lives in contrib/non-free, which the system's sources leave out; we use a
 # private sources folder so the machine's apt configuration is never edited.
@@ -15,6 +15,8 @@ PKGS_NONFREE+=" mbrola-de5 mbrola-de6 mbrola-gr2 mbrola-hu1 mbrola-pl1 mbrola-ro
 # and voices whose English voice file we write ourselves (model_export/voices.py, EXTRA_MBROLA)
 PKGS_NONFREE+=" mbrola-de7 mbrola-fr2 mbrola-fr3 mbrola-fr5 mbrola-fr6 mbrola-fr7 mbrola-es1 mbrola-es2"
 PKGS_NONFREE+=" mbrola-pt1 mbrola-mx2 mbrola-cr1 mbrola-ca1 mbrola-id1 mbrola-ir1 mbrola-mx1 mbrola-ca2 mbrola-gr1"
+# RHVoice: statistical parametric English voices, a fourth engine (model_export/voices.py, RHVOICE_*)
+PKGS_NONFREE+=" rhvoice rhvoice-english"
 
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq

@@ -72,6 +72,18 @@ def test_accented_mbrola_voices_are_drawn_only_when_selected_and_all_speak(glob,
         assert len(audio) / sr > 0.8 and np.abs(audio).max() > 0.05, name
 
 
+def test_rhvoice_voices_are_split_by_voice_drawn_only_when_selected_and_all_speak():
+    assert not any(j.voice.engine == "rhvoice" for j in corpus.plan_jobs(2000, 100, seed=8))
+    jobs = corpus.plan_jobs(400, 40, seed=8, voice_glob="rhvoice:*")
+    by_split = {s: {j.voice.name for j in jobs if j.split == s} for s in ("train", "dev")}
+    assert by_split == {"train": set(voices.RHVOICE_TRAIN), "dev": set(voices.RHVOICE_DEV)}
+    assert "slt" not in voices.RHVOICE_TRAIN + voices.RHVOICE_DEV  # the reserved flite speaker
+    rng = random.Random(0)
+    for name in voices.RHVOICE_TRAIN + voices.RHVOICE_DEV:  # installed, and speaks the whole sentence
+        audio, sr = voices.synthesize(voices.Voice("rhvoice", name, "train", 0.0), "good morning, open the door", rng)
+        assert len(audio) / sr > 0.8 and np.abs(audio).max() > 0.05, name
+
+
 def test_several_comma_separated_voice_globs_select_the_union():
     jobs = corpus.plan_jobs(300, 0, seed=8, voice_glob="mbrola:mbx-id1-en,mbrola:mb-de*-en")
     assert {j.voice.name for j in jobs} == {"mbx-id1-en"} | {f"mb-de{i}-en" for i in range(1, 7)}
