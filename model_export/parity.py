@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from model_export.export import load_checkpoint
-from model_export.model import AttentionModel, DecoderState, EncoderState
+from model_export.model import AttentionModel, DecoderState
 from service.pipeline.model_info import create_session
 
 

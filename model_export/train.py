@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 import jiwer
-import numpy as np
 import torch
 import torch.nn.functional as F
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import os
 import random
 import re
@@ -19,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import io
 
 RESERVED = ("pico", "festival", "text2wave", "slt", "us2")
 

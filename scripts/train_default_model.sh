@@ -29,13 +29,13 @@ evaluate_dev_sets() {
 }
 # ship RUN VERSION CARD_ARGS...: RUN/final.pt becomes the bundled model (service/models/default; 7-bit int8
 # graphs in RUN/int8, measured, and since session 23 bundled in service/models/default/int8 for STT_PRECISION=int8),
-# evaluated on both dev sets, with its card. An lm.onnx
+# evaluated on both dev sets, with its card (SHIP_MANIFEST: the run's training manifest, for the token budget). An lm.onnx
 # already in service/models/default stays, is copied beside the int8 graphs, fuses in every evaluation at the
 # service's default weight, and is described in the card.
 ship() {
   local run=$1 version=$2; shift 2
   python -m model_export.export --checkpoint "$run/final.pt" --out service/models/default --version "$version" \
-      --manifest data/train_talk.jsonl --int8-out "$run/int8" --int8-reduce-range \
+      --manifest "${SHIP_MANIFEST:-data/train_talk.jsonl}" --int8-out "$run/int8" --int8-reduce-range \
       --meta "$(python -m model_export.card --summary-json "$@")"
   mkdir -p service/models/default/int8 && cp "$run"/int8/{encoder,decoder}.onnx service/models/default/int8/
   evaluate_and_card "$run" "$run" "$@"
@@ -299,6 +299,44 @@ python -m model_export.train --train data/train_talk.jsonl --dev data/corpus/dev
     --lr 2e-4 --warmup 100 --guided-weight 0 --ctc-high-until 0 --sorted-epochs 0 --steps 3000 --window-from 2500 \
     --eval-every 3000 --trim-lead 0.3 --seed 7 --join-share 0.15
 ship runs/p 1.12.0 $CORPORA --run runs/p $LINEAGE --lineage runs/m --lineage runs/m2 --lineage runs/o
+
+# Phase Q (session 24): a fourth engine. RHVoice (Debian non-free rhvoice-english; statistical parametric voices,
+# closer to a human voice than the diphone and formant engines) speaks 9,000 training utterances with four voices
+# (alan, bdl, clb, lyubov; 8.6 h, prose and conversational text, about 20 min of synthesis on 2 workers) and two
+# 300-utterance dev sets with the held-out voice evgeniy-eng on the existing dev sentences (the same plan as
+# data/corpus and data/corpus_talk with --only dev: the texts of a dev split depend only on the seed and the
+# exclusions). v1.12.0 + 5,500 steps on the old 56,000 utterances and the RHVoice ones listed twice (74,000
+# lines, 70 h), seed 8, 2 threads (62 min; features for the new manifest 8 min before it). Decoder alone against
+# v1.12.0 (bench.decoder_rtf --beams 8 --lm-weights 0.1, LM v1.2.0): conversational 24.38 -> 20.26 %, four per
+# segment 30.56 -> 27.25 %; prose 54.73 -> 51.78 %, four per segment 58.68 -> 55.90 %; the held-out RHVoice voice
+# 35.97 -> 23.26 % (conversational) and 77.98 -> 63.24 % (prose) (MODEL_NOTES.md, session 24).
+python -m model_export.corpus --out data/corpus_rh_dev_talk --text talk --train-utts 6000 --dev-utts 300 --seed 91 \
+    --exclude-text data/corpus/dev.jsonl --voices 'rhvoice:*' --only dev --workers "${THREADS:-2}"
+python -m model_export.corpus --out data/corpus_rh_dev --train-utts 14000 --dev-utts 300 --seed 1234 \
+    --voices 'rhvoice:*' --only dev --workers "${THREADS:-2}"
+python -m model_export.corpus --out data/corpus_rh --train-utts 6000 --dev-utts 0 --seed 95 \
+    --exclude-text data/corpus/dev.jsonl --exclude-text data/corpus_talk/dev.jsonl --voices 'rhvoice:*' \
+    --workers "${THREADS:-2}"
+python -m model_export.corpus --out data/corpus_rh_talk --text talk --train-utts 3000 --dev-utts 0 --seed 96 \
+    --exclude-text data/corpus/dev.jsonl --exclude-text data/corpus_talk/dev.jsonl --voices 'rhvoice:*' \
+    --workers "${THREADS:-2}"
+cat data/train_talk.jsonl data/corpus_rh/train.jsonl data/corpus_rh_talk/train.jsonl \
+    data/corpus_rh/train.jsonl data/corpus_rh_talk/train.jsonl > data/train_rh.jsonl
+mkdir -p runs/q && cp -n model_export/checkpoints/bpe256.* runs/q/
+python -m model_export.train --train data/train_rh.jsonl --dev data/corpus/dev.jsonl --tokens bpe256 \
+    --threads 2 --workers 2 --out runs/q --enc-skip --enc-hidden 448 --init-from runs/p/final.pt \
+    --lr 3e-4 --warmup 200 --guided-weight 0 --ctc-high-until 0 --sorted-epochs 0 --steps 5500 --window-from 5000 \
+    --eval-every 5500 --trim-lead 0.3 --seed 8 --join-share 0.15
+# the held-out RHVoice dev sets, on the same graphs as ship exports, with the bundled LM (for the card)
+python -m model_export.export --checkpoint runs/q/final.pt --out runs/q/model --version 1.13.0 --manifest data/train_rh.jsonl
+cp service/models/default/lm.onnx runs/q/model/
+for set in rh_dev:data/corpus_rh_dev/dev.jsonl rh_talk:data/corpus_rh_dev_talk/dev.jsonl; do
+  python -m model_export.evaluate --manifest "${set#*:}" --model-dir runs/q/model --json-out "runs/q/${set%%:*}_eval.json"
+done
+SHIP_MANIFEST=data/train_rh.jsonl ship runs/q 1.13.0 $CORPORA --corpus data/corpus_rh --corpus data/corpus_rh_talk \
+    --run runs/q $LINEAGE --lineage runs/m --lineage runs/m2 --lineage runs/o --lineage runs/p \
+    --eval-also "conversational dev sentences, held-out RHVoice voice evgeniy-eng=runs/q/rh_talk_eval.json" \
+    --eval-also "prose dev sentences (first 300), held-out RHVoice voice evgeniy-eng=runs/q/rh_dev_eval.json"
 
 # Phase I (session 16), NOT SHIPPED (run only with PHASE_I=1): v1.5.0 grown 448 -> 512 units, the first
 # epoch shuffled (--sorted-epochs 0), 6,000 steps, 74 min on 2 cores. Dev WER 62.25 -> 61.78 % at

@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     model_dir: pathlib.Path = Field(BUNDLED_MODEL_DIR, description="folder with encoder.onnx, decoder.onnx and tokenizer")
     precision: Literal["fp32", "int8"] = Field(
         "fp32", description="graphs to serve: fp32, or int8 (the model folder's int8/ twins: about 0.65x the model "
-                            "CPU at light load, about 1.5 points more WER on most dev sets of the bundled model; "
+                            "CPU at light load, about 0.5 points more WER on most dev sets of the bundled model; "
                             "see its MODEL_CARD.md)")
     inference_threads: int = Field(2, ge=1, le=256, description="ONNX Runtime worker threads")
     batch_max_size: int = Field(64, ge=1, le=4096, description="most streams stacked into one ONNX call")

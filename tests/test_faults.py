@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from service.pipeline.recognition import SegmentRecognizer
-from service.proto.stt.v1 import stt_pb2, stt_pb2_grpc
+from service.proto.stt.v1 import stt_pb2_grpc
 from service.session import StreamSession
 from tests.server_harness import (
     TINY_MODEL_BEAM,

@@ -13,7 +13,6 @@ go before or after the command. Exit status: 0 ok, 1 server or transcription err
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
