@@ -453,6 +453,7 @@ def test_partials_go_on_past_a_short_pause_inside_one_segment():
         assert len(finals) == 1 and "door" in finals[0].split(), finals  # one segment, both sentences heard
         first_final = next(i for i, r in enumerate(results) if r.is_final)
         partials = [r.alternatives[0].transcript for r in results[:first_final]]
-        assert any("door" in p.split() for p in partials), partials
+        # the second sentence's first words, before the final (v1.13.0's partial says "doorle" until "please" ends)
+        assert any("open the" in p for p in partials), partials
     finally:
         running.stop()
