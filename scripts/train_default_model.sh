@@ -302,7 +302,7 @@ ship runs/p 1.12.0 $CORPORA --run runs/p $LINEAGE --lineage runs/m --lineage run
 
 # Phase Q (session 24): a fourth engine. RHVoice (Debian non-free rhvoice-english; statistical parametric voices,
 # closer to a human voice than the diphone and formant engines) speaks 9,000 training utterances with four voices
-# (alan, bdl, clb, lyubov; 8.6 h, prose and conversational text, about 20 min of synthesis on 2 workers) and two
+# (alan, bdl, clb, lyubov; 9.7 h, prose and conversational text, 14 min of synthesis on 2 workers) and two
 # 300-utterance dev sets with the held-out voice evgeniy-eng on the existing dev sentences (the same plan as
 # data/corpus and data/corpus_talk with --only dev: the texts of a dev split depend only on the seed and the
 # exclusions). v1.12.0 + 5,500 steps on the old 56,000 utterances and the RHVoice ones listed twice (74,000
