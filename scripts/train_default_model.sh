@@ -310,15 +310,17 @@ ship runs/p 1.12.0 $CORPORA --run runs/p $LINEAGE --lineage runs/m --lineage run
 # v1.12.0 (bench.decoder_rtf --beams 8 --lm-weights 0.1, LM v1.2.0): conversational 24.38 -> 20.26 %, four per
 # segment 30.56 -> 27.25 %; prose 54.73 -> 51.78 %, four per segment 58.68 -> 55.90 %; the held-out RHVoice voice
 # 35.97 -> 23.26 % (conversational) and 77.98 -> 63.24 % (prose) (MODEL_NOTES.md, session 24).
+# (Phase Q selected 'rhvoice:*', all RHVoice voices then; since session 25 RH_EN names the same five English ones)
+RH_EN=rhvoice:alan,rhvoice:bdl,rhvoice:clb,rhvoice:lyubov,rhvoice:evgeniy-eng
 python -m model_export.corpus --out data/corpus_rh_dev_talk --text talk --train-utts 6000 --dev-utts 300 --seed 91 \
-    --exclude-text data/corpus/dev.jsonl --voices 'rhvoice:*' --only dev --workers "${THREADS:-2}"
+    --exclude-text data/corpus/dev.jsonl --voices "$RH_EN" --only dev --workers "${THREADS:-2}"
 python -m model_export.corpus --out data/corpus_rh_dev --train-utts 14000 --dev-utts 300 --seed 1234 \
-    --voices 'rhvoice:*' --only dev --workers "${THREADS:-2}"
+    --voices "$RH_EN" --only dev --workers "${THREADS:-2}"
 python -m model_export.corpus --out data/corpus_rh --train-utts 6000 --dev-utts 0 --seed 95 \
-    --exclude-text data/corpus/dev.jsonl --exclude-text data/corpus_talk/dev.jsonl --voices 'rhvoice:*' \
+    --exclude-text data/corpus/dev.jsonl --exclude-text data/corpus_talk/dev.jsonl --voices "$RH_EN" \
     --workers "${THREADS:-2}"
 python -m model_export.corpus --out data/corpus_rh_talk --text talk --train-utts 3000 --dev-utts 0 --seed 96 \
-    --exclude-text data/corpus/dev.jsonl --exclude-text data/corpus_talk/dev.jsonl --voices 'rhvoice:*' \
+    --exclude-text data/corpus/dev.jsonl --exclude-text data/corpus_talk/dev.jsonl --voices "$RH_EN" \
     --workers "${THREADS:-2}"
 cat data/train_talk.jsonl data/corpus_rh/train.jsonl data/corpus_rh_talk/train.jsonl \
     data/corpus_rh/train.jsonl data/corpus_rh_talk/train.jsonl > data/train_rh.jsonl
@@ -337,6 +339,28 @@ SHIP_MANIFEST=data/train_rh.jsonl ship runs/q 1.13.0 $CORPORA --corpus data/corp
     --run runs/q $LINEAGE --lineage runs/m --lineage runs/m2 --lineage runs/o --lineage runs/p \
     --eval-also "conversational dev sentences, held-out RHVoice voice evgeniy-eng=runs/q/rh_talk_eval.json" \
     --eval-also "prose dev sentences (first 300), held-out RHVoice voice evgeniy-eng=runs/q/rh_dev_eval.json"
+
+# Phase R (session 25): 13 more speakers. RHVoice's Russian and Ukrainian voices (rhvoice-russian, rhvoice-ukrainian)
+# read English text with their own phones: strongly accented English (voices.RHVOICE_ACCENTED says how they were
+# chosen). 6,000 training utterances (4,000 prose, 2,000 conversational, 6.3 h, 12 min of synthesis on 2 workers),
+# listed twice beside Phase Q's manifest (86,000 lines, 82.6 h). v1.13.0 + 6,000 steps, seed 9, 2 threads (session 25
+# ran the first 600 steps under --steps 5000 --window-from 4500, stopped at the step-600 checkpoint and resumed with
+# the flags below; features 5 min, then about 0.5 s per step).
+RHX=rhvoice:aleksandr-hq,rhvoice:arina,rhvoice:artemiy,rhvoice:elena,rhvoice:irina,rhvoice:mikhail,rhvoice:pavel
+RHX+=,rhvoice:tatiana,rhvoice:victoria,rhvoice:vitaliy,rhvoice:marianna,rhvoice:natalia,rhvoice:volodymyr
+python -m model_export.corpus --out data/corpus_rhx --train-utts 4000 --dev-utts 0 --seed 97 \
+    --exclude-text data/corpus/dev.jsonl --exclude-text data/corpus_talk/dev.jsonl --voices "$RHX" \
+    --workers "${THREADS:-2}"
+python -m model_export.corpus --out data/corpus_rhx_talk --text talk --train-utts 2000 --dev-utts 0 --seed 98 \
+    --exclude-text data/corpus/dev.jsonl --exclude-text data/corpus_talk/dev.jsonl --voices "$RHX" \
+    --workers "${THREADS:-2}"
+cat data/train_rh.jsonl data/corpus_rhx/train.jsonl data/corpus_rhx_talk/train.jsonl \
+    data/corpus_rhx/train.jsonl data/corpus_rhx_talk/train.jsonl > data/train_rhx.jsonl
+mkdir -p runs/r && cp -n model_export/checkpoints/bpe256.* runs/r/
+python -m model_export.train --train data/train_rhx.jsonl --dev data/corpus/dev.jsonl --tokens bpe256 \
+    --threads 2 --workers 2 --out runs/r --enc-skip --enc-hidden 448 --init-from runs/q/final.pt \
+    --lr 3e-4 --warmup 200 --guided-weight 0 --ctc-high-until 0 --sorted-epochs 0 --steps 6000 --window-from 5500 \
+    --eval-every 6000 --trim-lead 0.3 --seed 9 --join-share 0.15
 
 # Phase I (session 16), NOT SHIPPED (run only with PHASE_I=1): v1.5.0 grown 448 -> 512 units, the first
 # epoch shuffled (--sorted-epochs 0), 6,000 steps, 74 min on 2 cores. Dev WER 62.25 -> 61.78 % at

@@ -74,12 +74,17 @@ def test_accented_mbrola_voices_are_drawn_only_when_selected_and_all_speak(glob,
 
 def test_rhvoice_voices_are_split_by_voice_drawn_only_when_selected_and_all_speak():
     assert not any(j.voice.engine == "rhvoice" for j in corpus.plan_jobs(2000, 100, seed=8))
-    jobs = corpus.plan_jobs(400, 40, seed=8, voice_glob="rhvoice:*")
+    jobs = corpus.plan_jobs(400, 40, seed=8, voice_glob=voices.RHVOICE_ENGLISH)
     by_split = {s: {j.voice.name for j in jobs if j.split == s} for s in ("train", "dev")}
     assert by_split == {"train": set(voices.RHVOICE_TRAIN), "dev": set(voices.RHVOICE_DEV)}
-    assert "slt" not in voices.RHVOICE_TRAIN + voices.RHVOICE_DEV  # the reserved flite speaker
+    jobs = corpus.plan_jobs(800, 40, seed=8, voice_glob="rhvoice:*")
+    by_split = {s: {j.voice.name for j in jobs if j.split == s} for s in ("train", "dev")}
+    assert by_split == {"train": set(voices.RHVOICE_TRAIN + voices.RHVOICE_ACCENTED), "dev": set(voices.RHVOICE_DEV)}
+    everyone = voices.RHVOICE_TRAIN + voices.RHVOICE_DEV + voices.RHVOICE_ACCENTED
+    assert "slt" not in everyone  # the reserved flite speaker
+    assert "evgeniy-rus" not in everyone  # the dev speaker's Russian voice
     rng = random.Random(0)
-    for name in voices.RHVOICE_TRAIN + voices.RHVOICE_DEV:  # installed, and speaks the whole sentence
+    for name in everyone:  # installed, and speaks the whole sentence
         audio, sr = voices.synthesize(voices.Voice("rhvoice", name, "train", 0.0), "good morning, open the door", rng)
         assert len(audio) / sr > 0.8 and np.abs(audio).max() > 0.05, name
 
