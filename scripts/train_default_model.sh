@@ -361,6 +361,20 @@ python -m model_export.train --train data/train_rhx.jsonl --dev data/corpus/dev.
     --threads 2 --workers 2 --out runs/r --enc-skip --enc-hidden 448 --init-from runs/q/final.pt \
     --lr 3e-4 --warmup 200 --guided-weight 0 --ctc-high-until 0 --sorted-epochs 0 --steps 6000 --window-from 5500 \
     --eval-every 6000 --trim-lead 0.3 --seed 9 --join-share 0.15
+# the held-out RHVoice dev sets as in Phase Q, then ship. Session 25's VM no longer had runs/q's and the older runs'
+# logs, so its card counted them through v1.13.0's metadata (--lineage-model runs/v1.13.0, a copy of Phase Q's
+# export) instead of the --lineage list below; the steps and minutes are the same. It ran the eight evaluations as
+# two lanes pinned one core each (12 min), with the same commands as ship's evaluate_dev_sets.
+python -m model_export.export --checkpoint runs/r/final.pt --out runs/r/model --version 1.14.0 --manifest data/train_rhx.jsonl
+cp service/models/default/lm.onnx runs/r/model/
+for set in rh_dev:data/corpus_rh_dev/dev.jsonl rh_talk:data/corpus_rh_dev_talk/dev.jsonl; do
+  python -m model_export.evaluate --manifest "${set#*:}" --model-dir runs/r/model --json-out "runs/r/${set%%:*}_eval.json"
+done
+SHIP_MANIFEST=data/train_rhx.jsonl ship runs/r 1.14.0 $CORPORA --corpus data/corpus_rh --corpus data/corpus_rh_talk \
+    --corpus data/corpus_rhx --corpus data/corpus_rhx_talk --run runs/r $LINEAGE --lineage runs/m --lineage runs/m2 \
+    --lineage runs/o --lineage runs/p --lineage runs/q \
+    --eval-also "conversational dev sentences, held-out RHVoice voice evgeniy-eng=runs/r/rh_talk_eval.json" \
+    --eval-also "prose dev sentences (first 300), held-out RHVoice voice evgeniy-eng=runs/r/rh_dev_eval.json"
 
 # Phase I (session 16), NOT SHIPPED (run only with PHASE_I=1): v1.5.0 grown 448 -> 512 units, the first
 # epoch shuffled (--sorted-epochs 0), 6,000 steps, 74 min on 2 cores. Dev WER 62.25 -> 61.78 % at
