@@ -47,7 +47,7 @@ EXTRA_MBROLA = ["de7", "fr2", "fr3", "fr5", "fr6", "fr7", "es1", "es2", "pt1", "
 # and closer to a human voice than the diphone and formant ones. Five English speakers ship; its `slt` is
 # the reserved flite speaker and stays out. alan (the flite awb speaker), bdl, clb (female) and lyubov
 # (female, Russian-accented) train; evgeniy-eng (male, Russian-accented) is held out as a dev voice.
-# Weight 0: drawn only when a corpus selects them (`--voices 'rhvoice:*'`).
+# Weight 0: drawn only when a corpus selects them (`--voices` RHVOICE_ENGLISH; 'rhvoice:*' adds RHVOICE_ACCENTED).
 RHVOICE_TRAIN = ["alan", "bdl", "clb", "lyubov"]
 RHVOICE_DEV = ["evgeniy-eng"]
 RHVOICE_ENGLISH = ",".join(f"rhvoice:{name}" for name in RHVOICE_TRAIN + RHVOICE_DEV)  # a --voices glob
