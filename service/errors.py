@@ -5,7 +5,10 @@ Code below the servicer raises these plain exceptions and never touches gRPC.
 its status code with the error's message (written for the client: say what
 was wrong and how to fix it); any other exception becomes INTERNAL with a
 generic message (details go to the log only). It also records how each
-recognition RPC ended (``stt_streams_total{outcome,code}``).
+recognition RPC ended (``stt_streams_total{outcome,code}``): ok, error, cancelled (by the
+client), or rejected (refused before it started: capacity, loading, draining; these are
+also counted by reason in ``stt_rejected_streams_total``). The error-rate alert reads
+``outcome="error"`` only, so a full or restarting server does not page as a broken one.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ class SttError(Exception):
     """Base of every error the client should see with a specific status code."""
 
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    outcome: str = "error"  # stt_streams_total's outcome label
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -61,12 +65,14 @@ class AtCapacity(SttError):
     """The server already runs its maximum number of streams (RESOURCE_EXHAUSTED)."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    outcome = "rejected"
 
 
 class NotReady(SttError):
     """The model is still loading or the server is draining (UNAVAILABLE)."""
 
     code = grpc.StatusCode.UNAVAILABLE
+    outcome = "rejected"
 
 
 def _outcome(code: grpc.StatusCode) -> str:
@@ -77,8 +83,8 @@ def _outcome(code: grpc.StatusCode) -> str:
     return "error"
 
 
-def _record(code: grpc.StatusCode) -> None:
-    metrics.STREAMS_TOTAL.labels(outcome=_outcome(code), code=code.name).inc()
+def _record(code: grpc.StatusCode, outcome: str | None = None) -> None:
+    metrics.STREAMS_TOTAL.labels(outcome=outcome or _outcome(code), code=code.name).inc()
 
 
 def _drop_frames(err: BaseException) -> None:
@@ -96,7 +102,7 @@ async def _map_unary(behavior: Callable, request: Any, context: grpc.aio.Service
     try:
         response = await behavior(request, context)
     except SttError as err:
-        _record(err.code)
+        _record(err.code, err.outcome)
         _drop_frames(err)
         await context.abort(err.code, err.message)
     except asyncio.CancelledError:
@@ -122,7 +128,7 @@ async def _map_stream(
             async for response in responses:
                 yield response
     except SttError as err:
-        _record(err.code)
+        _record(err.code, err.outcome)
         _drop_frames(err)
         await context.abort(err.code, err.message)
     except (asyncio.CancelledError, GeneratorExit):

@@ -36,7 +36,7 @@ MAX_STREAMS = Gauge("stt_max_streams", "Configured capacity: the most concurrent
                     multiprocess_mode="max")
 STREAMS_TOTAL = Counter(
     "stt_streams_total",
-    "Recognition RPCs finished, by outcome (ok, error, cancelled) and gRPC status code.",
+    "Recognition RPCs finished, by outcome (ok, error, cancelled, rejected: refused before starting) and gRPC status code.",
     ["outcome", "code"],
 )
 REJECTED_STREAMS_TOTAL = Counter(

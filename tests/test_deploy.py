@@ -206,7 +206,9 @@ def test_alerts_use_the_required_expressions() -> None:
         for group in yaml.safe_load(RULES.read_text())["groups"]
         for rule in group["rules"]
     }
-    assert 'stt_streams_total{code!="OK"}' in exprs["SttHighStreamErrorRate"]
+    # the streams that ran: refusals (outcome "rejected") are SttStreamsRejected's, not errors
+    assert 'stt_streams_total{code!="OK",outcome!="rejected"}' in exprs["SttHighStreamErrorRate"]
+    assert 'stt_streams_total{outcome!="rejected"}' in exprs["SttHighStreamErrorRate"]
     assert "histogram_quantile(0.95," in exprs["SttFinalLatencyHigh"]
     assert "stt_final_latency_seconds_bucket" in exprs["SttFinalLatencyHigh"]
     assert "stt_rtf_sum" in exprs["SttRealTimeFactorAboveOne"] and exprs["SttRealTimeFactorAboveOne"].endswith("> 1")

@@ -211,6 +211,9 @@ def test_capacity_is_resource_exhausted(audio):
         err = rpc_error(lambda: list(running.stub().StreamingRecognize(stream_requests(audio))))
         assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "capacity" in err.details()
         assert running.metric("stt_rejected_streams_total", {"reason": "capacity"}) >= 1
+        # a refusal is not a failed stream: the error-rate alert reads outcome="error" apart from it
+        assert running.wait_metric("stt_streams_total", 1, labels={"outcome": "rejected", "code": "RESOURCE_EXHAUSTED"}) == 1
+        assert running.metric("stt_streams_total", {"outcome": "error", "code": "RESOURCE_EXHAUSTED"}) == 0
         for stall in stalls:
             stall.set()
         for call in held:  # the held streams finish normally
