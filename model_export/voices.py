@@ -51,16 +51,16 @@ EXTRA_MBROLA = ["de7", "fr2", "fr3", "fr5", "fr6", "fr7", "es1", "es2", "pt1", "
 RHVOICE_TRAIN = ["alan", "bdl", "clb", "lyubov"]
 RHVOICE_DEV = ["evgeniy-eng"]
 RHVOICE_ENGLISH = ",".join(f"rhvoice:{name}" for name in RHVOICE_TRAIN + RHVOICE_DEV)  # a --voices glob
-# RHVoice's Russian and Ukrainian voices (`rhvoice-russian`, `rhvoice-ukrainian`) read Latin-script text
-# through their own phone sets: strongly accented English, 13 more speakers (7 female), train-only.
+# RHVoice's Russian, Ukrainian and Kyrgyz voices (`rhvoice-russian`, `rhvoice-ukrainian`, `rhvoice-kyrgyz`) read
+# Latin-script text through their own phone sets: strongly accented English, 15 more speakers (8 female), train-only.
 # Session 25 had v1.13.0 transcribe 12 sentences from each of the 31 non-English voices and kept those
 # under 90 % WER (67-90 %; the English voices gave 26-54 %). Left out: evgeniy-rus (the same speaker
 # as the dev voice evgeniy-eng), aleksandr (aleksandr-hq's speaker), anna, yuriy and anatol (90-95 %),
 # and the Polish, Portuguese, Macedonian, Albanian, Esperanto and Tatar voices (99-112 %: they read
-# English by their own orthography). The Kyrgyz azamat and nazgul (85-86 %) were scored after the
-# choice was made: untried.
+# English by their own orthography). The Kyrgyz azamat and nazgul (`rhvoice-kyrgyz`, 85-86 %) were
+# scored after that choice and joined in session 26 (recipe Phase S).
 RHVOICE_ACCENTED = ["aleksandr-hq", "arina", "artemiy", "elena", "irina", "mikhail", "pavel", "tatiana",
-                    "victoria", "vitaliy", "marianna", "natalia", "volodymyr"]
+                    "victoria", "vitaliy", "marianna", "natalia", "volodymyr", "azamat", "nazgul"]
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ PKGS_NONFREE+=" mbrola-de7 mbrola-fr2 mbrola-fr3 mbrola-fr5 mbrola-fr6 mbrola-fr
 PKGS_NONFREE+=" mbrola-pt1 mbrola-mx2 mbrola-cr1 mbrola-ca1 mbrola-id1 mbrola-ir1 mbrola-mx1 mbrola-ca2 mbrola-gr1"
 # RHVoice: statistical parametric English voices, a fourth engine (model_export/voices.py, RHVOICE_*)
 PKGS_NONFREE+=" rhvoice rhvoice-english"
-# and its Russian and Ukrainian voices, which read English with their own phones (voices.RHVOICE_ACCENTED)
-PKGS_NONFREE+=" rhvoice-russian rhvoice-ukrainian"
+# and its Russian, Ukrainian and Kyrgyz voices, which read English with their own phones (voices.RHVOICE_ACCENTED)
+PKGS_NONFREE+=" rhvoice-russian rhvoice-ukrainian rhvoice-kyrgyz"
 
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
