@@ -58,7 +58,8 @@ RHVOICE_ENGLISH = ",".join(f"rhvoice:{name}" for name in RHVOICE_TRAIN + RHVOICE
 # as the dev voice evgeniy-eng), aleksandr (aleksandr-hq's speaker), anna, yuriy and anatol (90-95 %),
 # and the Polish, Portuguese, Macedonian, Albanian, Esperanto and Tatar voices (99-112 %: they read
 # English by their own orthography). The Kyrgyz azamat and nazgul (`rhvoice-kyrgyz`, 85-86 %) were
-# scored after that choice and joined in session 26 (recipe Phase S).
+# scored after that choice and joined in session 26; that session's leg with them (v1.14.0 + 6,000 steps
+# on 6 RHVoice voices' prose, MODEL_NOTES.md) did not ship, so no bundled model has heard them yet.
 RHVOICE_ACCENTED = ["aleksandr-hq", "arina", "artemiy", "elena", "irina", "mikhail", "pavel", "tatiana",
                     "victoria", "vitaliy", "marianna", "natalia", "volodymyr", "azamat", "nazgul"]
 
