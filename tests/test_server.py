@@ -208,12 +208,15 @@ def test_capacity_is_resource_exhausted(audio):
         ]
         assert running.wait_metric("stt_active_streams", 2) == 2
         assert running.metric("stt_max_streams") == 2
+        refused = {"outcome": "rejected", "code": "RESOURCE_EXHAUSTED"}
+        before = running.metric("stt_streams_total", refused)  # counters are per process: earlier tests count too
+        failed_before = running.metric("stt_streams_total", {"outcome": "error", "code": "RESOURCE_EXHAUSTED"})
         err = rpc_error(lambda: list(running.stub().StreamingRecognize(stream_requests(audio))))
         assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "capacity" in err.details()
         assert running.metric("stt_rejected_streams_total", {"reason": "capacity"}) >= 1
         # a refusal is not a failed stream: the error-rate alert reads outcome="error" apart from it
-        assert running.wait_metric("stt_streams_total", 1, labels={"outcome": "rejected", "code": "RESOURCE_EXHAUSTED"}) == 1
-        assert running.metric("stt_streams_total", {"outcome": "error", "code": "RESOURCE_EXHAUSTED"}) == 0
+        assert running.wait_metric("stt_streams_total", before + 1, labels=refused) == before + 1
+        assert running.metric("stt_streams_total", {"outcome": "error", "code": "RESOURCE_EXHAUSTED"}) == failed_before
         for stall in stalls:
             stall.set()
         for call in held:  # the held streams finish normally
