@@ -7,8 +7,8 @@ was wrong and how to fix it); any other exception becomes INTERNAL with a
 generic message (details go to the log only). It also records how each
 recognition RPC ended (``stt_streams_total{outcome,code}``): ok, error, cancelled (by the
 client), or rejected (refused before it started: capacity, loading, draining; these are
-also counted by reason in ``stt_rejected_streams_total``). The error-rate alert reads
-``outcome="error"`` only, so a full or restarting server does not page as a broken one.
+also counted by reason in ``stt_rejected_streams_total``). The error-rate alert leaves the
+rejected ones out, so a full or restarting server does not page as a broken one.
 """
 from __future__ import annotations
 
